@@ -1,0 +1,234 @@
+"""One typed configuration holding every flag of a training run.
+
+The flags are the original code's (google/youtube-8m and the circulant fork), with the same names,
+defaults and meanings, so that its command lines can be pasted unchanged; a few flags of our own
+(`--num_classes`, `--device`, `--seed`, ...) are added. `config.json` in a train_dir is this object.
+
+Each field carries metadata:
+- ``group``: ``data`` / ``model`` (define the model's shape: a resume with a different value is refused),
+  ``train`` (may change between resumes), or ``ignored`` (accepted for compatibility, no effect here).
+- ``help``: the flag's help text; for ``ignored`` flags, what to use instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from compactvid.errors import ConfigError
+
+FRAME_FEATURES_DEFAULT = ("rgb,audio", "1024,128")
+VIDEO_FEATURES_DEFAULT = ("mean_rgb,mean_audio", "1024,128")
+
+
+def _flag(default: Any, group: str, help: str) -> Any:
+    return field(default=default, metadata={"group": group, "help": help})
+
+
+@dataclass
+class Config:
+    """Every flag of `compactvid train`; field name = flag name."""
+
+    # --- data -----------------------------------------------------------------------------------
+    train_data_pattern: str = _flag(
+        "", "train", "Training files: a glob, or several globs separated by commas (their union). "
+        "Any fsspec path (local, gs://, s3://, memory://).")
+    eval_data_pattern: str = _flag(
+        "", "train", "Validation files (same syntax); evaluated every --eval_every_steps and at the end "
+        "of each epoch. Empty: no validation.")
+    frame_features: bool = _flag(
+        True, "data", "True: frame-level SequenceExamples (rgb, audio per frame). False: video-level "
+        "Examples (mean_rgb, mean_audio), for LogisticModel / MoeModel.")
+    feature_names: Optional[str] = _flag(
+        None, "data", "Comma-separated features, concatenated in this order. Default: rgb,audio for "
+        "frame-level data, mean_rgb,mean_audio for video-level data.")
+    feature_sizes: Optional[str] = _flag(
+        None, "data", "Comma-separated sizes of --feature_names. Default: 1024,128.")
+    num_classes: int = _flag(3862, "data", "Vocabulary size (3862 for the 2018 release, 4716 for 2017).")
+    max_frames: int = _flag(300, "data", "Frames kept per video (the rest are dropped, as the original).")
+    num_readers: int = _flag(
+        8, "train", "DataLoader worker processes per training process; capped at the CPU count.")
+    skip_corrupt_records: bool = _flag(
+        False, "train", "Skip (and count) corrupt records instead of stopping at the first one.")
+    data_augmentation: bool = _flag(
+        False, "train", "Use the first and the second half of each video as two examples (same labels).")
+
+    # --- model: network ---------------------------------------------------------------------------
+    model: str = _flag(
+        "CirculantDiagonalNetwork", "model", "Model name from the registry (`compactvid params --help` "
+        "lists them). The seed's spelling CirulantDiagonalNetwork is accepted.")
+    video_level_classifier_model: str = _flag(
+        "MoeModel", "model", "Classifier on top of the embeddings: MoeModel, Circulant_MoeModel, "
+        "CirculantWithFactor_MoeModel or LogisticModel.")
+    iterations: int = _flag(30, "model", "Frames sampled per video (and per bag).")
+    sample_random_frames: bool = _flag(
+        True, "model", "True: frames sampled at random with replacement. False: a random contiguous window.")
+    n_bagging: int = _flag(1, "model", "Independent frame samples per video, embedded by one shared module "
+                           "and averaged.")
+    no_audio: bool = _flag(False, "model", "Drop the audio branch (use the first 1024 dims only).")
+    add_dbof: bool = _flag(False, "model", "Add the Deep Bag-of-Frames embedding.")
+    add_netvlad: bool = _flag(False, "model", "Add the NetVLAD embedding.")
+    add_fisher_vector: bool = _flag(False, "model", "Add the NetFV (Fisher vector) embedding.")
+    add_moments: bool = _flag(False, "model", "Add the moments (mean, variance) embedding.")
+    dbof_cluster_size: int = _flag(8192, "model", "DBoF clusters (audio uses half).")
+    dbof_pooling_method: str = _flag("max", "model", "DBoF pooling over frames: max or average.")
+    dbof_circulant: bool = _flag(False, "model", "Make the DBoF projection diagonal-circulant.")
+    netvlad_cluster_size: int = _flag(128, "model", "NetVLAD clusters (audio uses half).")
+    fv_cluster_size: int = _flag(64, "model", "NetFV clusters (audio uses half).")
+    fv_couple_weights: bool = _flag(False, "model", "NetFV: derive covariances from the assignment weights.")
+    fv_coupling_factor: float = _flag(0.01, "model", "NetFV coupling factor (with --fv_couple_weights).")
+    embedding_add_batch_norm: bool = _flag(True, "model", "Batch norm inside the embeddings.")
+    input_add_batch_norm: bool = _flag(False, "model", "Batch norm on the sampled input frames.")
+    fc_hidden_size: int = _flag(1024, "model", "Width of the FC layer after each embedding.")
+    fc_add_batch_norm: bool = _flag(True, "model", "Batch norm after each FC layer (else a bias).")
+    fc_dbof_circulant: bool = _flag(False, "model", "Circulant FC after DBoF.")
+    fc_netvlad_circulant: bool = _flag(False, "model", "Circulant FC after NetVLAD.")
+    fc_fisher_circulant: bool = _flag(False, "model", "Circulant FC after NetFV.")
+    fc_moment_circulant: bool = _flag(False, "model", "Circulant FC after moments.")
+    use_d_matrix: bool = _flag(
+        False, "model", "Circulant FC layers use a fixed random +-1 diagonal (Cheng et al.) instead of a "
+        "learned one. Does not affect the DBoF projection or the MoE.")
+    k_factor: int = _flag(1, "model", "Diagonal-circulant factors per block in every diagonal-circulant layer.")
+
+    # --- model: classifier ------------------------------------------------------------------------
+    moe_num_mixtures: int = _flag(2, "model", "MoE experts per class (plus one dummy 'no' expert).")
+    moe_add_batch_norm: bool = _flag(True, "model", "Batch norm inside the MoE's output context gating.")
+    MoE_gating: bool = _flag(True, "model", "Context gating on the MoE's class probabilities.")
+    moe_l2: float = _flag(1e-8, "model", "L2 penalty on the MoE gate and expert weights.")
+
+    # --- training ---------------------------------------------------------------------------------
+    train_dir: str = _flag("/tmp/yt8m_model/", "train", "Directory of the run: config, checkpoints, metrics.")
+    start_new_model: bool = _flag(
+        False, "train", "Start over: remove what a previous run of compactvid wrote in --train_dir "
+        "(never other files). Without it, training resumes from the newest checkpoint.")
+    batch_size: int = _flag(1024, "train", "Examples per batch, per process.")
+    num_epochs: int = _flag(5, "train", "Passes over the training data.")
+    max_steps: Optional[int] = _flag(None, "train", "Stop after this many steps (all processes together).")
+    base_learning_rate: float = _flag(0.01, "train", "Initial learning rate.")
+    learning_rate_decay: float = _flag(
+        0.95, "train", "Multiply the learning rate by this every --learning_rate_decay_examples (staircase).")
+    learning_rate_decay_examples: float = _flag(
+        4000000, "train", "Examples (all processes together) between learning-rate decays.")
+    optimizer: str = _flag(
+        "AdamOptimizer", "train", "AdamOptimizer (Adam) or the name of a torch.optim optimizer.")
+    clip_gradient_norm: float = _flag(
+        1.0, "train", "Clip each parameter tensor's gradient to this norm, as the original (0: off).")
+    regularization_penalty: float = _flag(1.0, "train", "Weight of the L2 penalties in the loss.")
+    label_loss: str = _flag("CrossEntropyLoss", "train", "CrossEntropyLoss, HingeLoss or SoftmaxLoss.")
+    num_gpu: int = _flag(
+        1, "train", "GPUs to train on, one DDP process each (none present: one CPU process).")
+    device: str = _flag("auto", "train", "auto (CUDA when present), cpu or cuda.")
+    mixed_precision: bool = _flag(True, "train", "bfloat16 autocast on GPU (no effect on CPU).")
+    seed: int = _flag(0, "train", "Seed of every random choice (initialization, shuffling, sampling).")
+    eval_every_steps: int = _flag(0, "train", "Validate every this many steps (0: only at the end of each epoch).")
+    checkpoint_steps: int = _flag(1000, "train", "Write a checkpoint every this many steps (and at the end).")
+    log_every_steps: int = _flag(10, "train", "Append a line to metrics.jsonl every this many steps.")
+
+    # --- flags of the original with no effect here ------------------------------------------------
+    log_device_placement: bool = _flag(False, "ignored", "PyTorch places ops itself; use --device.")
+    export_model_steps: int = _flag(
+        1000, "ignored", "Models are not exported separately: every checkpoint is loadable by "
+        "`compactvid eval` / `compactvid inference`; use --checkpoint_steps.")
+    dbof_hidden_size: int = _flag(1024, "ignored", "Defined but never used by the original; use --fc_hidden_size.")
+    dbof_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network; "
+                                      "use --embedding_add_batch_norm.")
+    dbof_gating: bool = _flag(True, "ignored", "Never used by the original network.")
+    netvlad_hidden_size: int = _flag(1024, "ignored", "Never used by the original network; use --fc_hidden_size.")
+    netvlad_gating: bool = _flag(True, "ignored", "Never used by the original network.")
+    netvlad_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network; "
+                                         "use --embedding_add_batch_norm.")
+    fv_hidden_size: int = _flag(1024, "ignored", "Never used by the original network; use --fc_hidden_size.")
+    fv_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network; "
+                                    "use --embedding_add_batch_norm.")
+    fv_gating: bool = _flag(True, "ignored", "Never used by the original network.")
+    full_hidden_size: int = _flag(1024, "ignored", "Never used by the original network.")
+    full_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network.")
+    full_gating: bool = _flag(True, "ignored", "Never used by the original network.")
+    video_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network.")
+    audio_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network.")
+    video_hidden_size: int = _flag(1024, "ignored", "Never used by the original network.")
+    audio_hidden_size: int = _flag(1024, "ignored", "Never used by the original network.")
+    fc_circulant: bool = _flag(True, "ignored", "Never used by the original network; use "
+                               "--fc_{dbof,netvlad,fisher,moment}_circulant.")
+    fc_gating: bool = _flag(False, "ignored", "Never used by the original network.")
+
+    # --- derived values -----------------------------------------------------------------------------
+    @property
+    def feature_name_list(self) -> list[str]:
+        """Feature names in concatenation order, with the frame/video-level default resolved."""
+        names = self.feature_names
+        if names is None:
+            names = (FRAME_FEATURES_DEFAULT if self.frame_features else VIDEO_FEATURES_DEFAULT)[0]
+        return [n.strip() for n in names.split(",") if n.strip()]
+
+    @property
+    def feature_size_list(self) -> list[int]:
+        """Sizes of `feature_name_list`, in the same order."""
+        sizes = self.feature_sizes or FRAME_FEATURES_DEFAULT[1]
+        try:
+            return [int(s) for s in sizes.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--feature_sizes={sizes!r}: expected comma-separated integers, e.g. 1024,128")
+
+    def validate(self) -> None:
+        """Raise ConfigError for values no run can use, naming the flag and a valid value."""
+        names, sizes = self.feature_name_list, self.feature_size_list
+        if len(names) != len(sizes):
+            raise ConfigError(
+                f"--feature_names has {len(names)} entries ({','.join(names)}) but --feature_sizes has "
+                f"{len(sizes)} ({','.join(map(str, sizes))}): give one size per feature")
+        if any(s <= 0 for s in sizes):
+            raise ConfigError(f"--feature_sizes={self.feature_sizes}: sizes must be positive")
+        positive = ["num_classes", "max_frames", "iterations", "n_bagging", "batch_size", "dbof_cluster_size",
+                    "netvlad_cluster_size", "fv_cluster_size", "fc_hidden_size", "moe_num_mixtures", "k_factor"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be a positive integer")
+        if self.dbof_pooling_method not in ("max", "average"):
+            raise ConfigError(f"--dbof_pooling_method={self.dbof_pooling_method!r}: use max or average")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device={self.device!r}: use auto, cpu or cuda")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"--max_steps={self.max_steps}: must be a positive integer")
+
+    # --- serialization --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "Config":
+        """Build a Config from a dict (e.g. config.json), refusing unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; was it written by a newer "
+                              f"compactvid? Remove them or upgrade")
+        return cls(**values)
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "Config":
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file; is this a train_dir written by `compactvid train`?")
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e}); restore it or start a new run")
+        return cls.from_dict(values, source=path)
+
+
+def fields_in_group(*groups: str) -> list[dataclasses.Field]:
+    """The Config fields whose metadata group is one of `groups`, in declaration order."""
+    return [f for f in dataclasses.fields(Config) if f.metadata["group"] in groups]
+
+
+def model_differences(saved: Config, current: Config) -> list[tuple[str, Any, Any]]:
+    """(flag, saved value, current value) for every data/model flag that differs between two configs."""
+    return [(f.name, getattr(saved, f.name), getattr(current, f.name))
+            for f in fields_in_group("data", "model")
+            if getattr(saved, f.name) != getattr(current, f.name)]

@@ -1,0 +1,127 @@
+"""TFRecord framing: read and write records with masked CRC32C checks, on any fsspec path.
+
+A record is laid out as TensorFlow writes it::
+
+    uint64 length (little endian) | uint32 masked_crc32c(length) | payload | uint32 masked_crc32c(payload)
+
+with ``masked(crc) = ((crc >> 15) | (crc << 17)) + 0xa282ead8`` (mod 2**32).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+import fsspec
+import google_crc32c
+
+from compactvid.errors import DataError
+
+_MASK_DELTA = 0xA282EAD8
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TensorFlow's masked CRC32C of `data`."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of a TFRecord file: its index in the file, its byte offset, and its payload."""
+
+    path: str
+    index: int
+    offset: int
+    payload: bytes
+
+    def where(self) -> str:
+        """'path: record I (byte O)', the prefix of every error message about this record."""
+        return f"{self.path}: record {self.index} (byte {self.offset})"
+
+
+class RecordError(DataError):
+    """The framing of a TFRecord file is broken at one record.
+
+    `resumable` is True when the following records can still be read (only the payload was bad);
+    False when the file cannot be followed past this point (broken length, truncated file).
+    """
+
+    def __init__(self, message: str, resumable: bool):
+        super().__init__(message)
+        self.resumable = resumable
+
+
+def read_records(stream: BinaryIO, path: str, check_crc: bool = True) -> Iterator[Record]:
+    """Yield the records of an open binary stream; raise RecordError at the first broken one.
+
+    After a resumable RecordError the generator is finished; call again with the stream as left
+    (positioned after the bad record) to continue.
+    """
+    index = 0
+    offset = stream.tell()
+    while True:
+        header = stream.read(_HEADER.size)
+        if not header:
+            return
+        where = f"{path}: record {index} (byte {offset})"
+        if len(header) < _HEADER.size:
+            raise RecordError(f"{where}: file truncated inside a record header "
+                              f"({len(header)} of {_HEADER.size} bytes); re-download or re-write the file",
+                              resumable=False)
+        length, length_crc = _HEADER.unpack(header)
+        if check_crc and masked_crc32c(header[:8]) != length_crc:
+            raise RecordError(f"{where}: length CRC mismatch (the file is corrupt or not a TFRecord file)",
+                              resumable=False)
+        body = stream.read(length + _FOOTER.size)
+        if len(body) < length + _FOOTER.size:
+            raise RecordError(f"{where}: file truncated: record of {length} bytes, only "
+                              f"{max(0, len(body) - _FOOTER.size)} present; re-download or re-write the file",
+                              resumable=False)
+        payload = body[:length]
+        if check_crc and masked_crc32c(payload) != _FOOTER.unpack_from(body, length)[0]:
+            raise RecordError(f"{where}: payload CRC mismatch (the record is corrupt)", resumable=True)
+        yield Record(path, index, offset, payload)
+        index += 1
+        offset += _HEADER.size + length + _FOOTER.size
+
+
+def iter_records(path: str, check_crc: bool = True) -> Iterator[Record]:
+    """Yield every record of the TFRecord file at `path` (any fsspec URL); RecordError on bad framing."""
+    try:
+        with fsspec.open(path, "rb") as stream:
+            yield from read_records(stream, path, check_crc)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file")
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a TFRecord file")
+    except PermissionError:
+        raise DataError(f"{path}: permission denied")
+
+
+class TFRecordWriter:
+    """Write records to a TFRecord file (any fsspec URL), as `tf.io.TFRecordWriter` does.
+
+    Use as a context manager: ``with TFRecordWriter(path) as w: w.write(payload)``.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = fsspec.open(path, "wb").open()
+
+    def write(self, payload: bytes) -> None:
+        length = struct.pack("<Q", len(payload))
+        self._file.write(length + struct.pack("<I", masked_crc32c(length)) + payload
+                         + struct.pack("<I", masked_crc32c(payload)))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "TFRecordWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
