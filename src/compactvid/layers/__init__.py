@@ -1,0 +1,5 @@
+"""Compact (structured) layers."""
+
+from compactvid.layers.circulant import CirculantLinear
+
+__all__ = ["CirculantLinear"]
