@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import fsspec
 import google_crc32c
@@ -48,20 +48,26 @@ class RecordError(DataError):
 
     `resumable` is True when the following records can still be read (only the payload was bad);
     False when the file cannot be followed past this point (broken length, truncated file).
+    `index` is the index of the broken record in its file.
     """
 
-    def __init__(self, message: str, resumable: bool):
+    def __init__(self, message: str, resumable: bool = False, index: int = -1):
         super().__init__(message)
         self.resumable = resumable
+        self.index = index
 
 
-def read_records(stream: BinaryIO, path: str, check_crc: bool = True) -> Iterator[Record]:
+def read_records(stream: BinaryIO, path: str, check_crc: bool = True, start_index: int = 0,
+                 keep: Callable[[int], bool] | None = None) -> Iterator[Record]:
     """Yield the records of an open binary stream; raise RecordError at the first broken one.
 
+    Records are numbered from `start_index` (the index of the record at the stream's position).
+    With `keep`, only records whose index passes it are read and checked; the payloads of the
+    others are skipped with a seek (their length CRC is still checked, to trust the length).
     After a resumable RecordError the generator is finished; call again with the stream as left
-    (positioned after the bad record) to continue.
+    (positioned after the bad record) and ``start_index`` = the bad record's index + 1 to continue.
     """
-    index = 0
+    index = start_index
     offset = stream.tell()
     while True:
         header = stream.read(_HEADER.size)
@@ -71,35 +77,61 @@ def read_records(stream: BinaryIO, path: str, check_crc: bool = True) -> Iterato
         if len(header) < _HEADER.size:
             raise RecordError(f"{where}: file truncated inside a record header "
                               f"({len(header)} of {_HEADER.size} bytes); re-download or re-write the file",
-                              resumable=False)
+                              resumable=False, index=index)
         length, length_crc = _HEADER.unpack(header)
         if check_crc and masked_crc32c(header[:8]) != length_crc:
             raise RecordError(f"{where}: length CRC mismatch (the file is corrupt or not a TFRecord file)",
-                              resumable=False)
-        body = stream.read(length + _FOOTER.size)
-        if len(body) < length + _FOOTER.size:
-            raise RecordError(f"{where}: file truncated: record of {length} bytes, only "
-                              f"{max(0, len(body) - _FOOTER.size)} present; re-download or re-write the file",
-                              resumable=False)
-        payload = body[:length]
-        if check_crc and masked_crc32c(payload) != _FOOTER.unpack_from(body, length)[0]:
-            raise RecordError(f"{where}: payload CRC mismatch (the record is corrupt)", resumable=True)
-        yield Record(path, index, offset, payload)
+                              resumable=False, index=index)
+        if keep is not None and not keep(index):
+            stream.seek(length + _FOOTER.size, 1)
+        else:
+            body = stream.read(length + _FOOTER.size)
+            if len(body) < length + _FOOTER.size:
+                raise RecordError(f"{where}: file truncated: record of {length} bytes, only "
+                                  f"{max(0, len(body) - _FOOTER.size)} present; re-download or re-write the file",
+                                  resumable=False, index=index)
+            payload = body[:length]
+            if check_crc and masked_crc32c(payload) != _FOOTER.unpack_from(body, length)[0]:
+                raise RecordError(f"{where}: payload CRC mismatch (the record is corrupt)", resumable=True,
+                                  index=index)
+            yield Record(path, index, offset, payload)
         index += 1
         offset += _HEADER.size + length + _FOOTER.size
 
 
-def iter_records(path: str, check_crc: bool = True) -> Iterator[Record]:
-    """Yield every record of the TFRecord file at `path` (any fsspec URL); RecordError on bad framing."""
+def iter_records(path: str, check_crc: bool = True, keep: Callable[[int], bool] | None = None,
+                 on_error: Callable[[RecordError], None] | None = None) -> Iterator[Record]:
+    """Yield the records of the TFRecord file at `path` (any fsspec URL), optionally only those `keep`s.
+
+    A broken record raises RecordError; with `on_error`, it is passed to `on_error` instead and reading
+    goes on after it (bad payload) or stops there (the rest of the file cannot be framed). A broken
+    framing met while skipping a record that `keep` rejects ends the file silently: the reader that
+    keeps that record reports it. A file that cannot be opened or read raises DataError.
+    """
     try:
         with fsspec.open(path, "rb") as stream:
-            yield from read_records(stream, path, check_crc)
+            start = 0
+            while True:
+                try:
+                    yield from read_records(stream, path, check_crc, start, keep)
+                    return
+                except RecordError as error:
+                    if keep is not None and not keep(error.index):
+                        return
+                    if on_error is None:
+                        raise
+                    on_error(error)
+                    if not error.resumable:
+                        return
+                    start = error.index + 1
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a TFRecord file")
+        raise DataError(f"{path}: is a directory, not a TFRecord file") from None
     except PermissionError:
-        raise DataError(f"{path}: permission denied")
+        raise DataError(f"{path}: permission denied") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error})") from None
 
 
 class TFRecordWriter:

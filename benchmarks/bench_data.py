@@ -1,0 +1,150 @@
+"""Throughput of the training input pipeline: YouTube-8M frame-level files -> the batches the model gets.
+
+Measured in the same run, on the same files, after one untimed pass (so the files are in the page cache):
+
+- raw read: TFRecord framing and CRC checks only, the upper bound of any reader;
+- baseline: what the original TensorFlow reader does per video (protobuf parse of the whole
+  SequenceExample, one bytes object per frame joined per feature, all frames dequantized to float32
+  and padded to 300 frames), without its batching and normalization, so the baseline is if anything
+  flattered;
+- compactvid: `make_loader` with the seed's settings (batch 80, iterations 15, n_bagging 10,
+  data augmentation on), in one process and one thread, then with 2 DataLoader workers.
+
+Usage:
+    python benchmarks/bench_data.py --make_data /tmp/bench_yt8m --num_videos 2000
+    python benchmarks/bench_data.py --data_pattern '/tmp/bench_yt8m/*.tfrecord' --json bench_data.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compactvid.config import Config
+from compactvid.data import proto
+from compactvid.data.loader import make_loader
+from compactvid.data.paths import expand_pattern
+from compactvid.data.tfrecord import TFRecordWriter, iter_records
+from compactvid.data.yt8m import dequantize
+
+
+def make_data(directory: str, num_videos: int, files: int, seed: int) -> None:
+    """Frame-level files of realistic size: 100-360 frames per video (some over 300), 1024 + 128 bytes
+    per frame, 1-6 labels out of 3862."""
+    rng = np.random.default_rng(seed)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    per_file = -(-num_videos // files)
+    for f in range(files):
+        with TFRecordWriter(f"{directory}/train{f:04d}.tfrecord") as writer:
+            for v in range(f * per_file, min(num_videos, (f + 1) * per_file)):
+                n = int(rng.integers(100, 361))
+                frames = rng.integers(0, 256, (n, 1152), dtype=np.uint8)
+                labels = rng.choice(3862, size=int(rng.integers(1, 7)), replace=False).tolist()
+                example = proto.make_sequence_example(
+                    {"id": f"v{v:06d}".encode(), "labels": labels},
+                    {"rgb": [row[:1024].tobytes() for row in frames], "audio": [row[1024:].tobytes() for row in frames]})
+                writer.write(example.SerializeToString())
+    print(f"wrote {num_videos} videos in {files} files under {directory}")
+
+
+def raw_read(files: list[str]) -> int:
+    return sum(1 for path in files for _ in iter_records(path))
+
+
+def baseline(files: list[str], max_frames: int = 300) -> int:
+    """The original reader's work per video (see the module docstring)."""
+    count = 0
+    for path in files:
+        for record in iter_records(path):
+            example = proto.SequenceExample.FromString(record.payload)
+            labels = np.asarray(example.context.feature["labels"].int64_list.value, dtype=np.int64)
+            dense = np.zeros(3862, dtype=bool)
+            dense[labels] = True
+            matrices = []
+            for name, size in (("rgb", 1024), ("audio", 128)):
+                frames = example.feature_lists.feature_list[name].feature
+                raw = np.frombuffer(b"".join(f.bytes_list.value[0] for f in frames), dtype=np.uint8).reshape(-1, size)
+                padded = np.zeros((max_frames, size), dtype=np.float32)
+                kept = raw[:max_frames]
+                padded[:len(kept)] = dequantize(kept)
+                matrices.append(padded)
+            np.concatenate(matrices, axis=1)
+            count += 1
+    return count
+
+
+def pipeline(pattern: str, readers: int) -> int:
+    config = Config(batch_size=80, iterations=15, n_bagging=10, data_augmentation=True, num_readers=readers,
+                    num_classes=3862)
+    videos = 0
+    for batch in make_loader(pattern, config, training=True):
+        videos += len(batch["ids"])
+    return videos // 2  # data augmentation: two examples per video (every benchmark video has >= 2 frames)
+
+
+def timed(function, *args) -> tuple[int, float]:
+    start = time.perf_counter()
+    count = function(*args)
+    return count, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_pattern", help="frame-level TFRecord files to read")
+    parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument("--make_data", metavar="DIR", help="write benchmark files to DIR and exit")
+    parser.add_argument("--num_videos", type=int, default=2000)
+    parser.add_argument("--num_files", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes of each reader; the best is kept")
+    args = parser.parse_args()
+    if args.make_data:
+        make_data(args.make_data, args.num_videos, args.num_files, args.seed)
+        return
+    if not args.data_pattern:
+        parser.error("--data_pattern (or --make_data) is required")
+    torch.set_num_threads(1)
+    files = expand_pattern(args.data_pattern)
+    raw_read(files)  # page cache
+    results = {}
+    for name, function, arguments in [("raw_read", raw_read, (files,)), ("baseline", baseline, (files,)),
+                                      ("compactvid_1_process", pipeline, (args.data_pattern, 0)),
+                                      ("compactvid_2_workers", pipeline, (args.data_pattern, 2))]:
+        best = None
+        for _ in range(args.repeats):
+            count, seconds = timed(function, *arguments)
+            best = seconds if best is None else min(best, seconds)
+        results[name] = {"videos": count, "seconds": round(best, 3), "videos_per_sec": round(count / best, 1)}
+    speedup = results["compactvid_1_process"]["videos_per_sec"] / results["baseline"]["videos_per_sec"]
+    size = sum(os.path.getsize(f) for f in files if "://" not in f)
+    print(f"{'reader':<24} {'videos/s':>10} {'seconds':>8}")
+    for name, row in results.items():
+        print(f"{name:<24} {row['videos_per_sec']:>10.1f} {row['seconds']:>8.3f}")
+    print(f"compactvid (1 process) / baseline: {speedup:.2f}x   "
+          f"({results['raw_read']['videos']} videos, {size / 2**20:.0f} MiB)")
+    output = {
+        "videos_per_sec": results["compactvid_1_process"]["videos_per_sec"],
+        "videos_per_sec_2_workers": results["compactvid_2_workers"]["videos_per_sec"],
+        "raw_read_videos_per_sec": results["raw_read"]["videos_per_sec"],
+        "baseline_videos_per_sec": results["baseline"]["videos_per_sec"],
+        "speedup_vs_baseline": round(speedup, 2),
+        "results": results,
+        "settings": {"batch_size": 80, "iterations": 15, "n_bagging": 10, "data_augmentation": True,
+                     "torch_threads": 1, "data_pattern": args.data_pattern, "files": len(files),
+                     "megabytes": round(size / 2**20, 1)},
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "torch": torch.__version__},
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(output, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The input pipeline: exactly-once sharding over ranks x workers, shuffling, sampling, augmentation,
+normalization, evaluation mode, errors from workers."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from compactvid.config import Config
+from compactvid.data.loader import make_loader, num_workers
+from compactvid.data.sampling import augmentation_halves, sample_frame_indices
+from compactvid.data.yt8m import dequantize
+from compactvid.errors import DataError
+from yt8m_records import frame_payload, video_payload, write_file, write_frame_files
+
+SIZES = (8, 4)
+
+
+def _config(**overrides) -> Config:
+    values = dict(feature_sizes="8,4", num_classes=10, batch_size=3, iterations=4, n_bagging=2, num_readers=0,
+                  shuffle_buffer_size=4, seed=7)
+    values.update(overrides)
+    return Config(**values)
+
+
+def _ids(pattern: str, config: Config, **kwargs) -> list[str]:
+    return [i for batch in make_loader(pattern, config, **kwargs) for i in batch["ids"]]
+
+
+@pytest.mark.parametrize("counts", [[7, 0, 4], [3, 5, 2, 6, 1]], ids=["fewer_files_than_readers", "more_files"])
+@pytest.mark.parametrize("training", [True, False])
+def test_every_record_exactly_once_over_2_ranks_x_2_workers(tmp_path, counts, training):
+    write_frame_files(tmp_path, counts)
+    config = _config(num_readers=2)
+    seen = collections.Counter()
+    for rank in range(2):
+        ids = _ids(f"{tmp_path}/part*", config, training=training, epoch=1, rank=rank, world_size=2)
+        assert ids, f"rank {rank} got no records"
+        seen.update(ids)
+    expected = {f"f{i}-r{j}" for i, count in enumerate(counts) for j in range(count)}
+    assert set(seen) == expected and set(seen.values()) == {1}
+
+
+def test_training_order_is_seeded_per_epoch(tmp_path):
+    write_frame_files(tmp_path, [6, 6, 6])
+    config = _config()
+    pattern = f"{tmp_path}/part*"
+    first = _ids(pattern, config, training=True, epoch=0)
+    assert first == _ids(pattern, config, training=True, epoch=0)
+    assert first != _ids(pattern, config, training=True, epoch=1)
+    assert sorted(first) == sorted(_ids(pattern, config, training=True, epoch=1))
+    in_order = _ids(pattern, config, training=False)
+    assert in_order == sorted(in_order) and first != in_order
+
+
+def _frames_of(path: str) -> dict[str, np.ndarray]:
+    """Reference: every frame of every video, dequantized then normalized like tf.nn.l2_normalize (float64)."""
+    from compactvid.data import iter_videos
+    out = {}
+    for video in iter_videos(path, feature_sizes=SIZES, num_classes=10):
+        x = video.features.astype(np.float64)
+        out[video.id] = x / np.sqrt(np.maximum((x * x).sum(-1, keepdims=True), 1e-12))
+    return out
+
+
+def _frame_numbers(sampled: torch.Tensor, reference: np.ndarray) -> np.ndarray:
+    """Which reference frame each sampled frame ``[..., D]`` is (all must match one to 1e-6)."""
+    flat = sampled.reshape(-1, sampled.shape[-1]).double().numpy()
+    distance = np.abs(flat[:, None, :] - reference[None, :, :]).max(-1)
+    assert distance.min(1).max() < 1e-6
+    return distance.argmin(1).reshape(sampled.shape[:-1])
+
+
+@pytest.mark.parametrize("random_frames", [True, False])
+def test_sampling_normalization_and_augmentation(tmp_path, random_frames):
+    rng = np.random.default_rng(0)
+    lengths = {"one": 1, "seven": 7, "forty": 40}
+    videos = {name: [rng.integers(0, 256, (n, s), dtype=np.uint8) for s in SIZES] for name, n in lengths.items()}
+    path = write_file(tmp_path / "v.tfrecord", [frame_payload(k, [1], v) for k, v in videos.items()])
+    reference = _frames_of(path)
+    config = _config(batch_size=16, iterations=5, n_bagging=3, data_augmentation=True,
+                     sample_random_frames=random_frames)
+    batch = next(iter(make_loader(path, config, training=True)))
+    assert batch["frames"].shape == (5, 3, 5, sum(SIZES)) and batch["frames"].dtype == torch.float32
+    assert torch.allclose(batch["frames"].norm(dim=-1), torch.ones(5, 3, 5), atol=1e-6)
+    halves = collections.defaultdict(list)
+    for i, video_id in enumerate(batch["ids"]):
+        numbers = _frame_numbers(batch["frames"][i], reference[video_id])
+        halves[video_id].append((numbers, int(batch["num_frames"][i])))
+        assert batch["labels"][i].tolist() == [0, 1] + [0] * 8
+    assert len(halves["one"]) == 1 and halves["one"][0][1] == 1  # a 1-frame video is not split
+    for name in ("seven", "forty"):
+        n = lengths[name]
+        (first, first_count), (second, second_count) = sorted(halves[name], key=lambda h: h[0].min())
+        assert (first_count, second_count) == (math.ceil(n / 2), n // 2)
+        assert first.max() < first_count and second.min() >= first_count and second.max() < n
+        if not random_frames:  # contiguous windows (the last frame repeated when the half is shorter)
+            for bag in first:
+                assert np.all(np.diff(bag) == (bag[:-1] < first_count - 1))
+
+
+def test_sample_frame_indices_distribution():
+    rng = np.random.default_rng(0)
+    indices = sample_frame_indices(rng, 6, 30000, 2, random_frames=True)
+    assert indices.shape == (2, 30000) and indices.min() == 0 and indices.max() == 5
+    assert np.allclose(np.bincount(indices.ravel()) / indices.size, 1 / 6, atol=0.01)
+    windows = sample_frame_indices(rng, 10, 4, 5000, random_frames=False)
+    starts = windows[:, 0]
+    assert set(starts.tolist()) == set(range(7)) and np.all(windows - starts[:, None] == np.arange(4))
+    short = sample_frame_indices(rng, 3, 5, 1, random_frames=False)
+    assert short.tolist() == [[0, 1, 2, 2, 2]]
+    assert sample_frame_indices(rng, 0, 3, 2).tolist() == [[0, 0, 0]] * 2
+    assert augmentation_halves(5) == [(0, 3), (3, 5)] and augmentation_halves(1) == [(0, 1)]
+
+
+def test_normalization_matches_tensorflow_formula(tmp_path):
+    """One frame, sampled: dequantized in float32, then x * rsqrt(max(sum(x^2), 1e-12)), to float32 rounding."""
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (1, s), dtype=np.uint8) for s in SIZES]
+    path = write_file(tmp_path / "one.tfrecord", [frame_payload("x", [0], frames)])
+    batch = next(iter(make_loader(path, _config(), training=False)))
+    x = dequantize(np.concatenate(frames, axis=1)[0])
+    want = x * np.float32(1 / np.sqrt(np.sum(x.astype(np.float64) ** 2)))
+    assert np.allclose(batch["frames"][0].numpy(), want, rtol=2e-7, atol=1e-7)
+
+
+def test_evaluation_without_labels_is_deterministic_across_workers(tmp_path):
+    write_frame_files(tmp_path, [5, 4], frames=[1, 6, 13], labels=False)
+    pattern = f"{tmp_path}/part*"
+
+    def run(readers: int, world_size: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for rank in range(world_size):
+            for batch in make_loader(pattern, _config(num_readers=readers, data_augmentation=True), training=False,
+                                     rank=rank, world_size=world_size):
+                assert batch["labels"].sum() == 0
+                out.update(zip(batch["ids"], batch["frames"]))
+        return out
+
+    single, sharded = run(0, 1), run(2, 2)
+    assert len(single) == 9 and single.keys() == sharded.keys()
+    for video_id in single:
+        assert torch.equal(single[video_id], sharded[video_id])
+
+
+def test_video_level_batches(tmp_path):
+    rgb, audio = np.arange(1, 9, dtype=np.float32), -np.ones(4, dtype=np.float32)
+    path = write_file(tmp_path / "v.tfrecord", [video_payload(f"v{i}", [i], {"mean_rgb": rgb * i, "mean_audio": audio})
+                                                for i in range(1, 5)])
+    config = _config(frame_features=False, feature_names="mean_rgb,mean_audio")
+    batches = list(make_loader(path, config, training=False))
+    assert [b["frames"].shape for b in batches] == [(3, 12), (1, 12)]
+    x = np.concatenate([rgb, audio])
+    assert np.allclose(batches[0]["frames"][0].numpy(), x / np.linalg.norm(x), atol=1e-7)
+    assert batches[1]["labels"][0, 4] == 1 and batches[0]["num_frames"].tolist() == [1, 1, 1]
+
+
+def test_worker_errors_arrive_as_one_line_data_error(tmp_path, caplog):
+    good = write_frame_files(tmp_path, [4])[0]
+    bad = write_file(tmp_path / "part99.tfrecord",
+                     [frame_payload("bad", [12], [np.zeros((2, 8), np.uint8), np.zeros((2, 4), np.uint8)])])
+    with pytest.raises(DataError, match=r"part99.tfrecord: record 0 \(byte 0\): label 12 .* out of range") as info:
+        list(make_loader(f"{tmp_path}/part*", _config(num_readers=2), training=True))
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+    loader = make_loader(f"{good},{bad}", _config(num_readers=2, skip_corrupt_records=True), training=True)
+    with caplog.at_level(logging.WARNING):
+        assert len([i for b in loader for i in b["ids"]]) == 4
+    assert loader.report.corrupt == 1 and loader.report.records == 4
+    assert "1 corrupt records skipped" in caplog.text
+
+
+def test_num_readers_capped_at_cpus(caplog):
+    with caplog.at_level(logging.INFO):
+        assert num_workers(100000) < 100000
+    assert "--num_readers=100000" in caplog.text
+    assert num_workers(0) == 0
