@@ -50,6 +50,9 @@ class Config:
     max_frames: int = _flag(300, "data", "Frames kept per video (the rest are dropped, as the original).")
     num_readers: int = _flag(
         8, "train", "DataLoader worker processes per training process; capped at the CPU count.")
+    shuffle_buffer_size: int = _flag(
+        512, "train", "Records each reader holds to shuffle training data (besides shuffling the file order "
+        "every epoch); memory: about 300 KB per frame-level record.")
     skip_corrupt_records: bool = _flag(
         False, "train", "Skip (and count) corrupt records instead of stopping at the first one.")
     data_augmentation: bool = _flag(
