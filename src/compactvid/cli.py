@@ -20,6 +20,7 @@ from compactvid.errors import CompactVidError
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("make_data", "write a synthetic dataset in the exact YouTube-8M TFRecord format"),
     "inspect": ("inspect", "validate YouTube-8M TFRecord files and summarize them (records, frames, labels)"),
+    "params": ("params", "count a model's parameters per component, dense equivalents, and bytes"),
 }
 
 DESCRIPTION = """\

@@ -1,0 +1,58 @@
+"""Count a model's parameters without training it: per component (embeddings, FC layers, classifier,
+context gating; video and audio), their dense equivalents (every circulant layer replaced by a dense
+matrix), the total, and the size in bytes at float32 and float16.
+
+Takes the same flags as `compactvid train` (a seed command line can be pasted as is); the model is
+built on PyTorch's meta device, so even the largest configuration costs no memory. Example:
+
+  compactvid params --model=CirulantDiagonalNetwork --add_dbof --no_audio --fc_hidden_size=512 \\
+      --moe_num_mixtures=4 --fc_dbof_circulant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from compactvid.flags import add_config_flags, config_from_namespace
+from compactvid.models import create_model, parameter_report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (the params.json format)")
+    add_config_flags(parser, ("data", "model", "train", "ignored"))
+
+
+def format_report(report: dict) -> str:
+    """The report as a table: one row per component, then totals and sizes."""
+    row_format = "{:<30} {:<11} {:<10} {:>14} {:>14} {:>8}"
+    lines = [f"model: {report['model']}   classifier: {report['classifier']}", "",
+             row_format.format("component", "kind", "layers", "params", "dense", "ratio")]
+    for row in report["components"]:
+        ratio = row["dense_params"] / row["params"] if row["params"] else 1.0
+        layers = "circulant" if row["circulant"] else ("dense" if row["params"] else "-")
+        lines.append(row_format.format(row["name"], row["kind"], layers, f"{row['params']:,}",
+                                       f"{row['dense_params']:,}", f"{ratio:.1f}x"))
+    lines.append("")
+    for title, key in (("kind", "by_kind"), ("modality", "by_modality")):
+        for group, counts in report[key].items():
+            ratio = counts["dense_params"] / counts["params"] if counts["params"] else 1.0
+            lines.append(row_format.format(f"all {group}", title, "", f"{counts['params']:,}",
+                                           f"{counts['dense_params']:,}", f"{ratio:.1f}x"))
+    lines += ["", row_format.format("total (trainable)", "", "", f"{report['total']:,}",
+                                    f"{report['dense_total']:,}", f"{report['compression']:.1f}x"),
+              row_format.format("non-trainable buffers", "", "", f"{report['buffers']:,}", "", ""),
+              f"size: {report['bytes']['float32']:,} bytes at float32, {report['bytes']['float16']:,} bytes at "
+              f"float16 ({report['bytes']['float32'] / 2**20:,.1f} / {report['bytes']['float16'] / 2**20:,.1f} MiB)"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    config, _ = config_from_namespace(args)
+    with torch.device("meta"):
+        model = create_model(config)
+    report = parameter_report(model, config)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

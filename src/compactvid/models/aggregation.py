@@ -1,0 +1,194 @@
+"""Frame aggregations: a video's frames ``[batch, frames, dim]`` -> one vector ``[batch, output_size]``.
+
+The four embeddings of the paper's network, as the original computes them (``utils_layer.DBof``,
+``DBofCirculant``, ``NetVLAD``, ``NetFV`` and the moments in ``frame_level_models``):
+
+- `DBoF`: frame-wise projection to clusters (dense, or diagonal-circulant), batch norm over all frames,
+  ReLU6, max or average pooling over frames.
+- `NetVLAD`: soft assignment, residuals to learned centers summed over frames, intra-normalization per
+  cluster, L2 normalization.
+- `NetFV`: soft assignment, first- and second-order Fisher vector statistics with learned (squared,
+  +1e-6) covariances.
+- `Moments`: mean and (population) variance over frames.
+
+NetVLAD and NetFV share one `SoftAssignment` module. Every module has ``output_size``. L2 normalization
+is TensorFlow's ``tf.nn.l2_normalize`` (``x / sqrt(max(sum(x**2), 1e-12))``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compactvid.layers.batch_norm import batch_norm
+from compactvid.layers.circulant import CirculantLinear
+
+__all__ = ["DBoF", "SoftAssignment", "NetVLAD", "NetFV", "Moments", "POOLING_METHODS", "l2_normalize"]
+
+POOLING_METHODS = ("max", "average")
+
+
+def l2_normalize(x: Tensor, dim: int) -> Tensor:
+    """TensorFlow's ``l2_normalize``: ``x / sqrt(max(sum(x**2), 1e-12))`` along ``dim``."""
+    return F.normalize(x, p=2.0, dim=dim, eps=1e-6)
+
+
+def _normalize_frames(norm: nn.Module, x: Tensor) -> Tensor:
+    """Apply a ``[rows, features]`` batch norm to ``[batch, frames, features]``: statistics over all frames."""
+    batch, frames, features = x.shape
+    return norm(x.reshape(batch * frames, features)).reshape(batch, frames, features)
+
+
+class DBoF(nn.Module):
+    """Deep Bag of Frames: ``[batch, frames, feature_size] -> [batch, cluster_size]``.
+
+    Args:
+        feature_size: frame dimension.
+        cluster_size: projection width.
+        pooling: ``"max"`` or ``"average"`` over frames.
+        add_batch_norm: batch norm after the projection (else the projection has a bias).
+        circulant: make the projection diagonal-circulant with a learned diagonal (``--dbof_circulant``),
+            ``k_factor`` factors per block, initialized as the layer's default (N(0, 1/sqrt(cluster_size))).
+            The dense projection is N(0, 1/sqrt(feature_size)), as the original.
+        k_factor: factors per diagonal-circulant block.
+    """
+
+    def __init__(self, feature_size: int, cluster_size: int, pooling: str = "max", add_batch_norm: bool = True,
+                 circulant: bool = False, k_factor: int = 1) -> None:
+        super().__init__()
+        if pooling not in POOLING_METHODS:
+            raise ValueError(f"DBoF pooling must be one of {POOLING_METHODS}, got {pooling!r}")
+        self.feature_size = feature_size
+        self.output_size = cluster_size
+        self.pooling = pooling
+        has_bias = not add_batch_norm
+        if circulant:
+            self.projection: nn.Module = CirculantLinear(feature_size, cluster_size, bias=has_bias,
+                                                         diag="learned", k_factor=k_factor)
+        else:
+            self.projection = nn.Linear(feature_size, cluster_size, bias=has_bias)
+            nn.init.normal_(self.projection.weight, 0.0, 1.0 / math.sqrt(feature_size))
+        if has_bias:
+            nn.init.normal_(self.projection.bias, 0.0, 1.0 / math.sqrt(feature_size))
+        self.norm = batch_norm(cluster_size) if add_batch_norm else nn.Identity()
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """``frames [batch, frames, feature_size] -> [batch, cluster_size]``."""
+        activation = F.relu6(_normalize_frames(self.norm, self.projection(frames)))
+        if self.pooling == "max":
+            return activation.amax(dim=1)
+        return activation.mean(dim=1)
+
+
+class SoftAssignment(nn.Module):
+    """Soft assignment of frames to clusters with cluster centers: the part NetVLAD and NetFV share.
+
+    Assignment: projection ``feature_size -> cluster_size`` (N(0, 1/sqrt(feature_size))), batch norm over
+    all frames (else a bias), softmax over clusters. Centers ``[feature_size, cluster_size]`` are learned
+    (N(0, 1/sqrt(feature_size))), or, with ``coupling_factor``, tied to the projection weights:
+    ``centers = coupling_factor * W`` (NetFV's ``--fv_couple_weights``), which adds no parameters.
+
+    ``forward(frames [batch, frames, feature_size])`` returns
+        assignment ``[batch, frames, clusters]``,
+        mass ``[batch, 1, clusters]`` (assignment summed over frames),
+        first_order ``[batch, feature_size, clusters]`` (sum over frames of assignment * frame).
+    """
+
+    def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool = True,
+                 coupling_factor: Optional[float] = None) -> None:
+        super().__init__()
+        std = 1.0 / math.sqrt(feature_size)
+        self.projection = nn.Linear(feature_size, cluster_size, bias=not add_batch_norm)
+        nn.init.normal_(self.projection.weight, 0.0, std)
+        if self.projection.bias is not None:
+            nn.init.normal_(self.projection.bias, 0.0, std)
+        self.norm = batch_norm(cluster_size) if add_batch_norm else nn.Identity()
+        self.coupling_factor = coupling_factor
+        if coupling_factor is None:
+            self.learned_centers = nn.Parameter(torch.empty(feature_size, cluster_size).normal_(0.0, std))
+        else:
+            self.register_parameter("learned_centers", None)
+
+    def centers(self) -> Tensor:
+        """Cluster centers ``[feature_size, cluster_size]``."""
+        if self.learned_centers is not None:
+            return self.learned_centers
+        return self.coupling_factor * self.projection.weight.t()
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        assignment = torch.softmax(_normalize_frames(self.norm, self.projection(frames)), dim=-1)
+        mass = assignment.sum(dim=1, keepdim=True)
+        first_order = frames.transpose(1, 2) @ assignment
+        return assignment, mass, first_order
+
+
+class NetVLAD(nn.Module):
+    """NetVLAD: ``[batch, frames, feature_size] -> [batch, feature_size * cluster_size]``.
+
+    Residuals to the centers weighted by the soft assignment and summed over frames, L2-normalized per
+    cluster, flattened (feature-major, as the original) and L2-normalized.
+    Trainable parameters: ``2 * feature_size * cluster_size`` + batch norm ``2 * cluster_size``.
+    """
+
+    def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool = True) -> None:
+        super().__init__()
+        self.output_size = feature_size * cluster_size
+        self.assignment = SoftAssignment(feature_size, cluster_size, add_batch_norm)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """``frames [batch, frames, feature_size] -> [batch, feature_size * cluster_size]``."""
+        _, mass, first_order = self.assignment(frames)
+        vlad = l2_normalize(first_order - mass * self.assignment.centers(), dim=1)
+        return l2_normalize(vlad.flatten(1), dim=1)
+
+
+class NetFV(nn.Module):
+    """NetFV (learnable Fisher vector): ``[batch, frames, feature_size] -> [batch, 2 * feature_size * cluster_size]``.
+
+    With ``s = covariance**2 + 1e-6`` (covariance ~ N(1, 1/sqrt(feature_size))), centers ``c`` and soft
+    assignment ``a``:
+    first order ``sum_t a (x - c) / s``, L2-normalized per cluster then over the whole vector;
+    second order ``(sum_t a (x - c)**2) / s**2 - sum_t a``, L2-normalized over the whole vector (the
+    original normalizes it globally, not per cluster). Output: [first order, second order].
+
+    Args:
+        couple_weights: tie the centers to the assignment weights (``--fv_couple_weights``).
+        coupling_factor: the tying factor (``--fv_coupling_factor``).
+    """
+
+    def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool = True,
+                 couple_weights: bool = False, coupling_factor: float = 0.01) -> None:
+        super().__init__()
+        self.output_size = 2 * feature_size * cluster_size
+        self.assignment = SoftAssignment(feature_size, cluster_size, add_batch_norm,
+                                         coupling_factor if couple_weights else None)
+        self.covariance = nn.Parameter(
+            torch.empty(feature_size, cluster_size).normal_(1.0, 1.0 / math.sqrt(feature_size)))
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """``frames [batch, frames, feature_size] -> [batch, 2 * feature_size * cluster_size]``."""
+        assignment, mass, first_order = self.assignment(frames)
+        centers = self.assignment.centers()
+        variance = self.covariance.square() + 1e-6
+        second_order = frames.square().transpose(1, 2) @ assignment
+        fv2 = (mass * centers.square() + second_order - 2.0 * first_order * centers) / variance.square() - mass
+        fv2 = l2_normalize(fv2.flatten(1), dim=1)
+        fv1 = l2_normalize((first_order - mass * centers) / variance, dim=1)
+        fv1 = l2_normalize(fv1.flatten(1), dim=1)
+        return torch.cat([fv1, fv2], dim=1)
+
+
+class Moments(nn.Module):
+    """Mean and population variance over frames: ``[batch, frames, dim] -> [batch, 2 * dim]``. No parameters."""
+
+    def __init__(self, feature_size: int) -> None:
+        super().__init__()
+        self.output_size = 2 * feature_size
+
+    def forward(self, frames: Tensor) -> Tensor:
+        variance, mean = torch.var_mean(frames, dim=1, correction=0)
+        return torch.cat([mean, variance], dim=1)

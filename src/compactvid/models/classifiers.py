@@ -1,0 +1,148 @@
+"""Video-level classifiers: ``[batch, input_size] -> class probabilities [batch, num_classes]``.
+
+As the original's ``video_level_models``:
+- `LogisticModel`: one sigmoid layer; L2 penalty 1e-8 on its weights.
+- `MoeModel`: per class, a softmax over ``num_mixtures + 1`` gates (the extra one is a dummy expert that
+  always says "no") mixing ``num_mixtures`` sigmoid experts. Three projections, by registry name:
+  ``MoeModel`` (dense gates without bias and experts with bias, Xavier-uniform as slim's
+  ``fully_connected``; output context gating ``--MoE_gating`` with batch norm ``--moe_add_batch_norm``;
+  L2 penalty ``--moe_l2`` on gate and expert weights), ``Circulant_MoeModel`` (plain circulant
+  projections, no gating, no penalty) and ``CirculantWithFactor_MoeModel`` (diagonal-circulant with
+  ``--k_factor`` factors, no gating, no penalty).
+
+Every classifier exposes ``regularization_loss()``: ``l2 * sum(w**2) / 2`` over its penalized weights
+(slim's ``l2_regularizer``, i.e. ``l2 * tf.nn.l2_loss(w)``), and ``components()`` for the parameter report.
+`CLASSIFIERS` maps the names of ``--video_level_classifier_model`` to builders.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from compactvid.config import Config
+from compactvid.layers.circulant import CirculantLinear
+from compactvid.layers.gating import ContextGating
+from compactvid.models.report import Component
+
+__all__ = ["LogisticModel", "MoeModel", "CLASSIFIERS", "MOE_PROJECTIONS", "create_classifier", "l2_loss"]
+
+MOE_PROJECTIONS = ("dense", "circulant", "diagonal_circulant")
+
+
+def l2_loss(weights: list[Tensor], scale: float) -> Tensor:
+    """``scale * sum(w**2) / 2`` summed over ``weights`` (TensorFlow's ``l2_loss`` times the scale)."""
+    return scale * sum(w.square().sum() for w in weights) / 2.0
+
+
+def _slim_fully_connected(in_features: int, out_features: int, bias: bool) -> nn.Linear:
+    """A dense layer initialized as ``slim.fully_connected``: Xavier-uniform weights, zero bias."""
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    nn.init.xavier_uniform_(layer.weight)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class LogisticModel(nn.Module):
+    """``[batch, input_size] -> sigmoid(W x + b) [batch, num_classes]``, L2 penalty ``l2_penalty`` on W."""
+
+    def __init__(self, input_size: int, num_classes: int, l2_penalty: float = 1e-8) -> None:
+        super().__init__()
+        self.l2_penalty = l2_penalty
+        self.linear = _slim_fully_connected(input_size, num_classes, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [batch, input_size] -> probabilities [batch, num_classes]``."""
+        return torch.sigmoid(self.linear(x))
+
+    def regularization_loss(self) -> Tensor:
+        return l2_loss([self.linear.weight], self.l2_penalty)
+
+    def components(self) -> list[Component]:
+        return [Component("classifier", "classifier", "shared", self)]
+
+
+class MoeModel(nn.Module):
+    """Mixture of logistic experts: ``[batch, input_size] -> probabilities [batch, num_classes]``.
+
+    Args:
+        input_size: input width.
+        num_classes: number of classes.
+        num_mixtures: experts per class (plus the dummy expert).
+        projection: ``"dense"`` (slim-initialized), ``"circulant"`` (plain circulant) or
+            ``"diagonal_circulant"`` (learned diagonal, ``k_factor`` factors); circulant projections use
+            the circulant layer's initialization and expert bias (constant ``1/sqrt(num_classes*num_mixtures)``).
+        k_factor: factors per diagonal-circulant block.
+        output_gating: context gating on the class probabilities.
+        gating_batch_norm: batch norm inside that gating.
+        l2_penalty: L2 penalty on the gate and expert weights.
+
+    Gate and expert logits are laid out class-major (``[class, mixture]``), as the original reshapes them.
+    """
+
+    def __init__(self, input_size: int, num_classes: int, num_mixtures: int = 2, *, projection: str = "dense",
+                 k_factor: int = 1, output_gating: bool = True, gating_batch_norm: bool = True,
+                 l2_penalty: float = 1e-8) -> None:
+        super().__init__()
+        if projection not in MOE_PROJECTIONS:
+            raise ValueError(f"MoeModel projection must be one of {MOE_PROJECTIONS}, got {projection!r}")
+        self.num_classes = num_classes
+        self.num_mixtures = num_mixtures
+        self.l2_penalty = l2_penalty
+        gate_size, expert_size = num_classes * (num_mixtures + 1), num_classes * num_mixtures
+        if projection == "dense":
+            self.gates: nn.Module = _slim_fully_connected(input_size, gate_size, bias=False)
+            self.experts: nn.Module = _slim_fully_connected(input_size, expert_size, bias=True)
+        else:
+            diag = "none" if projection == "circulant" else "learned"
+            self.gates = CirculantLinear(input_size, gate_size, bias=False, diag=diag, k_factor=k_factor)
+            self.experts = CirculantLinear(input_size, expert_size, bias=True, diag=diag, k_factor=k_factor)
+        self.gating = ContextGating(num_classes, gating_batch_norm) if output_gating else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [batch, input_size] -> probabilities [batch, num_classes]``."""
+        batch = x.shape[0]
+        gates = torch.softmax(self.gates(x).reshape(batch, self.num_classes, self.num_mixtures + 1), dim=-1)
+        experts = torch.sigmoid(self.experts(x).reshape(batch, self.num_classes, self.num_mixtures))
+        probabilities = (gates[..., :self.num_mixtures] * experts).sum(dim=-1)
+        if self.gating is not None:
+            probabilities = self.gating(probabilities)
+        return probabilities
+
+    def regularization_loss(self) -> Tensor:
+        if self.l2_penalty == 0:
+            return self.gates.weight.new_zeros(())
+        return l2_loss([self.gates.weight, self.experts.weight], self.l2_penalty)
+
+    def components(self) -> list[Component]:
+        parts = [Component("classifier", "classifier", "shared", nn.ModuleList([self.gates, self.experts]))]
+        if self.gating is not None:
+            parts.append(Component("classifier.gating", "gating", "shared", self.gating))
+        return parts
+
+
+def _moe(projection: str) -> Callable[[Config, int], nn.Module]:
+    def build(config: Config, input_size: int) -> nn.Module:
+        dense = projection == "dense"
+        # The original's plain circulant mixture has one factor whatever --k_factor says.
+        k_factor = config.k_factor if projection == "diagonal_circulant" else 1
+        return MoeModel(input_size, config.num_classes, config.moe_num_mixtures, projection=projection,
+                        k_factor=k_factor, output_gating=dense and config.MoE_gating,
+                        gating_batch_norm=config.moe_add_batch_norm, l2_penalty=config.moe_l2 if dense else 0.0)
+    return build
+
+
+CLASSIFIERS: dict[str, Callable[[Config, int], nn.Module]] = {
+    "LogisticModel": lambda config, input_size: LogisticModel(input_size, config.num_classes),
+    "MoeModel": _moe("dense"),
+    "Circulant_MoeModel": _moe("circulant"),
+    "CirculantWithFactor_MoeModel": _moe("diagonal_circulant"),
+}
+
+
+def create_classifier(name: str, config: Config, input_size: int) -> nn.Module:
+    """Build the classifier registered as ``name`` on inputs ``[batch, input_size]``."""
+    return CLASSIFIERS[name](config, input_size)

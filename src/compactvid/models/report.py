@@ -1,0 +1,95 @@
+"""Parameter report of a model: trainable parameters per component, dense equivalents, sizes in bytes.
+
+Counts follow the original: trainable parameters only (batch norm = scale + shift; running statistics
+and the fixed +-1 diagonals are buffers, reported separately as ``buffers``). The dense equivalent of a
+component is its count with every circulant layer replaced by a dense ``in x out`` matrix (plus its
+bias). `compactvid params` prints this report; training writes it to ``params.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from torch import nn
+
+from compactvid.config import Config
+from compactvid.layers.circulant import CirculantLinear
+
+__all__ = ["Component", "parameter_report", "count_parameters", "dense_equivalent"]
+
+
+class Component(NamedTuple):
+    """A named group of a model's parameters.
+
+    name: dotted path such as ``video.dbof.fc``; kind: ``input_bn``, ``embedding``, ``fc``,
+    ``classifier`` or ``gating``; modality: ``video``, ``audio`` or ``shared``; module: its parameters.
+    """
+
+    name: str
+    kind: str
+    modality: str
+    module: nn.Module
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def dense_equivalent(module: nn.Module) -> int:
+    """Trainable parameters of ``module`` if every `CirculantLinear` in it were dense."""
+    total = 0
+    for sub in module.modules():
+        if isinstance(sub, CirculantLinear):
+            total += sub.in_features * sub.out_features + (sub.out_features if sub.bias is not None else 0)
+        else:  # a CirculantLinear has no submodules, so its own parameters are only counted above
+            total += sum(p.numel() for p in sub.parameters(recurse=False) if p.requires_grad)
+    return total
+
+
+def _is_circulant(module: nn.Module) -> bool:
+    return any(isinstance(sub, CirculantLinear) for sub in module.modules())
+
+
+def parameter_report(model: nn.Module, config: Config) -> dict[str, Any]:
+    """The model's parameters per component and in total, as a JSON-ready dict.
+
+    Keys: ``model``, ``classifier``, ``components`` (list of {name, kind, modality, params,
+    dense_params, circulant}), ``by_kind`` and ``by_modality`` ({group: {params, dense_params}}),
+    ``total`` (trainable parameters), ``dense_total``, ``compression`` (dense_total / total),
+    ``buffers`` (non-trainable values: batch-norm statistics, fixed diagonals) and ``bytes``
+    ({"float32", "float16"}: size of the trainable parameters).
+    """
+    components = model.components()
+    rows = []
+    for part in components:
+        rows.append({"name": part.name, "kind": part.kind, "modality": part.modality,
+                     "params": count_parameters(part.module), "dense_params": dense_equivalent(part.module),
+                     "circulant": _is_circulant(part.module)})
+    total = count_parameters(model)
+    covered = sum(row["params"] for row in rows)
+    if covered != total:
+        raise AssertionError(f"{type(model).__name__}.components() cover {covered} of {total} parameters")
+
+    def group_by(key: str) -> dict[str, dict[str, int]]:
+        groups: dict[str, dict[str, int]] = {}
+        for row in rows:
+            group = groups.setdefault(row[key], {"params": 0, "dense_params": 0})
+            group["params"] += row["params"]
+            group["dense_params"] += row["dense_params"]
+        return groups
+
+    dense_total = sum(row["dense_params"] for row in rows)
+    frame_level = config.frame_features
+    return {
+        "model": config.model,
+        "classifier": config.video_level_classifier_model if frame_level else config.model,
+        "components": rows,
+        "by_kind": group_by("kind"),
+        "by_modality": group_by("modality"),
+        "total": total,
+        "dense_total": dense_total,
+        "compression": dense_total / total if total else 1.0,
+        "buffers": sum(b.numel() for b in model.buffers() if b.is_floating_point()),
+        "bytes": {"float32": 4 * total, "float16": 2 * total},
+    }

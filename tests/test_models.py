@@ -1,0 +1,284 @@
+"""The paper's network and the model registry: shapes for every embedding x classifier x compact switch,
+gradients, bagging, batch-norm modes, state_dict round-trip, modalities, and flag warnings."""
+
+import itertools
+import logging
+
+import pytest
+import torch
+
+from compactvid.config import Config
+from compactvid.errors import ConfigError
+from compactvid.layers.circulant import CirculantLinear
+from compactvid.models import MODELS, create_model
+from compactvid.models.aggregation import DBoF, NetFV, NetVLAD
+from compactvid.models.classifiers import LogisticModel, MoeModel
+from compactvid.models.flag_effects import ineffective_flags
+from compactvid.models.network import CirculantDiagonalNetwork
+
+VIDEO, AUDIO, CLASSES, FRAMES, BAGS = 16, 8, 6, 5, 2
+EMBEDDING_FLAGS = {"dbof": "add_dbof", "netvlad": "add_netvlad", "fisher_vector": "add_fisher_vector",
+                   "moments": "add_moments"}
+ALL_EMBEDDINGS = {flag: True for flag in EMBEDDING_FLAGS.values()}
+CLASSIFIER_NAMES = ["MoeModel", "Circulant_MoeModel", "CirculantWithFactor_MoeModel", "LogisticModel"]
+SWITCHES = {
+    "dense": {},
+    "fc_circulant": {"fc_dbof_circulant": True, "fc_netvlad_circulant": True, "fc_fisher_circulant": True,
+                     "fc_moment_circulant": True},
+    "fc_sign_circulant": {"fc_dbof_circulant": True, "fc_netvlad_circulant": True, "fc_fisher_circulant": True,
+                          "fc_moment_circulant": True, "use_d_matrix": True},
+    "dbof_circulant": {"dbof_circulant": True},
+    "k_factor_2": {"fc_dbof_circulant": True, "fc_netvlad_circulant": True, "fc_fisher_circulant": True,
+                   "fc_moment_circulant": True, "dbof_circulant": True, "k_factor": 2},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is fastest, and spares the cores other tests run on."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_config(**flags) -> Config:
+    values = dict(model="CirulantDiagonalNetwork", feature_sizes=f"{VIDEO},{AUDIO}", num_classes=CLASSES,
+                  iterations=FRAMES, n_bagging=BAGS, dbof_cluster_size=8, netvlad_cluster_size=4,
+                  fv_cluster_size=4, fc_hidden_size=8, moe_num_mixtures=2)
+    values.update(flags)
+    return Config(**values)
+
+
+def frames_for(config: Config, batch: int = 3, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    dim = sum(config.feature_size_list)
+    frames = torch.randn(batch, config.n_bagging, config.iterations, dim, generator=generator)
+    return torch.nn.functional.normalize(frames, dim=-1)
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("embedding,classifier,switch", list(itertools.product(
+    [*EMBEDDING_FLAGS, "all"], CLASSIFIER_NAMES, SWITCHES)))
+def test_output_shapes(embedding, classifier, switch):
+    flags = ALL_EMBEDDINGS if embedding == "all" else {EMBEDDING_FLAGS[embedding]: True}
+    config = small_config(**flags, **SWITCHES[switch], video_level_classifier_model=classifier)
+    torch.manual_seed(0)
+    model = create_model(config)
+    probabilities = model(frames_for(config))
+    assert probabilities.shape == (3, CLASSES)
+    assert torch.isfinite(probabilities).all()
+    assert (probabilities >= 0).all() and (probabilities <= 1).all()
+    assert model.regularization_loss().shape == ()
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIER_NAMES)
+@pytest.mark.parametrize("switch", ["dense", "fc_circulant", "k_factor_2"])
+def test_gradients_reach_every_trainable_parameter(classifier, switch):
+    config = small_config(**ALL_EMBEDDINGS, **SWITCHES[switch], video_level_classifier_model=classifier,
+                          input_add_batch_norm=True, moe_l2=1e-3)
+    torch.manual_seed(0)
+    model = create_model(config)
+    loss = torch.nn.functional.binary_cross_entropy(
+        model(frames_for(config)), torch.randint(0, 2, (3, CLASSES)).float()) + model.regularization_loss()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_compact_switches_pick_the_original_layers():
+    model = create_model(small_config(**ALL_EMBEDDINGS, fc_dbof_circulant=True, fc_fisher_circulant=True,
+                                      use_d_matrix=True, dbof_circulant=True, k_factor=3))
+    video = model.branches["video"]
+    # --use_d_matrix switches the FC layers to the fixed +-1 diagonal; the DBoF projection keeps a learned one.
+    assert isinstance(video["dbof"].fc, CirculantLinear) and video["dbof"].fc.diag_variant == "sign"
+    assert video["fisher_vector"].fc.diag_variant == "sign" and video["fisher_vector"].fc.k_factor == 3
+    assert isinstance(video["netvlad"].fc, torch.nn.Linear) and isinstance(video["moments"].fc, torch.nn.Linear)
+    projection = video["dbof"].aggregation.projection
+    assert isinstance(projection, CirculantLinear) and projection.diag_variant == "learned"
+    assert projection.k_factor == 3
+    assert isinstance(model.classifier.gates, torch.nn.Linear)  # the MoE stays dense
+
+
+def test_audio_uses_half_of_every_cluster_size():
+    model = create_model(small_config(**ALL_EMBEDDINGS))
+    for modality, size, divisor in (("video", VIDEO, 1), ("audio", AUDIO, 2)):
+        branch = model.branches[modality]
+        assert isinstance(branch["dbof"].aggregation, DBoF)
+        assert branch["dbof"].aggregation.output_size == 8 // divisor
+        assert branch["netvlad"].aggregation.output_size == size * (4 // divisor)
+        assert isinstance(branch["fisher_vector"].aggregation, NetFV)
+        assert branch["fisher_vector"].aggregation.output_size == 2 * size * (4 // divisor)
+        assert branch["moments"].aggregation.output_size == 2 * size
+
+
+def test_classifier_sees_video_then_audio_fc_outputs():
+    model = create_model(small_config(add_dbof=True, add_netvlad=True))
+    assert list(model.branches) == ["video", "audio"]
+    assert list(model.branches["video"]) == ["dbof", "netvlad"]
+    assert model.classifier.gates.in_features == 4 * 8
+
+
+def test_no_audio_ignores_the_audio_dimensions():
+    config = small_config(**ALL_EMBEDDINGS, no_audio=True)
+    torch.manual_seed(0)
+    model = create_model(config).eval()
+    assert list(model.branches) == ["video"]
+    frames = frames_for(config)
+    changed = frames.clone()
+    changed[..., VIDEO:] = torch.randn_like(changed[..., VIDEO:])
+    torch.testing.assert_close(model(frames), model(changed))
+    with_audio = create_model(small_config(**ALL_EMBEDDINGS)).eval()
+    assert not torch.allclose(with_audio(frames), with_audio(changed))
+
+
+def test_every_feature_after_the_first_is_audio():
+    config = small_config(add_dbof=True, feature_names="rgb,audio,extra", feature_sizes=f"{VIDEO},4,4")
+    model = create_model(config)
+    assert model.modality_sizes == {"video": VIDEO, "audio": 8}
+    assert model(frames_for(config)).shape == (3, CLASSES)
+
+
+def test_bagging_shares_one_set_of_embedding_weights():
+    torch.manual_seed(0)
+    one = create_model(small_config(**ALL_EMBEDDINGS, n_bagging=1))
+    many = create_model(small_config(**ALL_EMBEDDINGS, n_bagging=10))
+    assert n_params(one) == n_params(many)
+    assert one.state_dict().keys() == many.state_dict().keys()
+    # The same sample repeated in every bag gives the single-bag output (batch statistics included).
+    many.load_state_dict(one.state_dict())
+    frames = frames_for(small_config(n_bagging=1))
+    torch.testing.assert_close(many(frames.expand(-1, 10, -1, -1)), one(frames))
+
+
+def test_bags_are_averaged_so_their_order_does_not_matter():
+    config = small_config(**ALL_EMBEDDINGS, n_bagging=3)
+    torch.manual_seed(0)
+    model = create_model(config).eval()
+    frames = frames_for(config)
+    torch.testing.assert_close(model(frames), model(frames[:, [2, 0, 1]]))
+    # A 3-d input is one bag.
+    torch.testing.assert_close(model(frames[:, 0]), model(frames[:, :1]))
+
+
+def test_batch_norm_train_and_eval_modes():
+    config = small_config(**ALL_EMBEDDINGS, input_add_batch_norm=True)
+    torch.manual_seed(0)
+    model = create_model(config)
+    frames = frames_for(config, batch=4)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model.train()
+    train_out = model(frames)
+    # Training mode: batch statistics, so a video's output depends on the other videos of the batch.
+    assert not torch.allclose(model(frames[:2])[0], train_out[0])
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    model.eval()
+    eval_out = model(frames)
+    torch.testing.assert_close(model(frames[:2]), eval_out[:2])
+    assert not torch.allclose(eval_out, train_out)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model(frames)
+    assert all(torch.equal(frozen[k], v) for k, v in model.state_dict().items() if "running" in k)
+
+
+@pytest.mark.parametrize("switch", ["dense", "fc_sign_circulant", "k_factor_2"])
+def test_state_dict_round_trip(switch, tmp_path):
+    config = small_config(**ALL_EMBEDDINGS, **SWITCHES[switch], input_add_batch_norm=True)
+    torch.manual_seed(0)
+    model = create_model(config)
+    model.train()
+    model(frames_for(config))  # move the batch-norm statistics away from their initial values
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    torch.manual_seed(1)
+    restored = create_model(config)
+    restored.load_state_dict(torch.load(tmp_path / "model.pt"))
+    frames = frames_for(config, seed=5)
+    torch.testing.assert_close(restored.eval()(frames), model.eval()(frames))
+
+
+def test_registry_names_and_alias():
+    assert {"CirculantDiagonalNetwork", "CirulantDiagonalNetwork", "LogisticModel", "MoeModel"} <= set(MODELS)
+    seed_spelling = create_model(small_config(add_dbof=True, model="CirulantDiagonalNetwork"))
+    correct_spelling = create_model(small_config(add_dbof=True, model="CirculantDiagonalNetwork"))
+    assert type(seed_spelling) is type(correct_spelling) is CirculantDiagonalNetwork
+
+
+@pytest.mark.parametrize("name,cls", [("MoeModel", MoeModel), ("LogisticModel", LogisticModel),
+                                      ("Circulant_MoeModel", MoeModel)])
+def test_video_level_models_alone(name, cls):
+    config = Config(model=name, frame_features=False, num_classes=CLASSES, feature_sizes="16,8")
+    model = create_model(config)
+    assert isinstance(model, cls)
+    out = model(torch.randn(5, 24))
+    assert out.shape == (5, CLASSES) and ((out >= 0) & (out <= 1)).all()
+    assert model.regularization_loss().shape == ()
+
+
+def test_configuration_errors():
+    with pytest.raises(ConfigError, match="--model=Nope"):
+        create_model(small_config(model="Nope"))
+    with pytest.raises(ConfigError, match="at least one embedding"):
+        create_model(small_config())
+    with pytest.raises(ConfigError, match="frame_features=True"):
+        create_model(small_config(add_dbof=True, frame_features=False))
+    with pytest.raises(ConfigError, match="video-level model"):
+        create_model(Config(model="MoeModel"))
+    with pytest.raises(ConfigError, match="video_level_classifier_model=Nope"):
+        create_model(small_config(add_dbof=True, video_level_classifier_model="Nope"))
+
+
+def test_wrong_frame_width_is_reported():
+    model = create_model(small_config(add_dbof=True))
+    with pytest.raises(ValueError, match=f"{VIDEO + AUDIO}"):
+        model(torch.zeros(2, 1, FRAMES, VIDEO))
+
+
+def test_seed_netfv_compact_command_warns_that_fc_netvlad_circulant_does_nothing(caplog):
+    config = small_config(add_fisher_vector=True, fc_netvlad_circulant=True)
+    with caplog.at_level(logging.WARNING, logger="compactvid.models"):
+        create_model(config)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any("--fc_netvlad_circulant=True has no effect" in w and "--add_netvlad" in w for w in warnings)
+    assert len([w for w in warnings if "fc_netvlad_circulant" in w]) == 1
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({"add_dbof": True}, []),
+    ({"add_dbof": True, "fc_dbof_circulant": True, "use_d_matrix": True, "k_factor": 2}, []),
+    ({"add_dbof": True, "use_d_matrix": True}, ["use_d_matrix"]),
+    ({"add_dbof": True, "k_factor": 2}, ["k_factor"]),
+    ({"add_dbof": True, "k_factor": 2, "video_level_classifier_model": "CirculantWithFactor_MoeModel"}, []),
+    ({"add_dbof": True, "k_factor": 2, "video_level_classifier_model": "Circulant_MoeModel"}, ["k_factor"]),
+    ({"add_netvlad": True, "dbof_circulant": True, "fv_couple_weights": True}, ["dbof_circulant", "fv_couple_weights"]),
+    ({"add_fisher_vector": True, "fv_coupling_factor": 0.5}, ["fv_coupling_factor"]),
+    ({"add_fisher_vector": True, "fv_couple_weights": True, "fv_coupling_factor": 0.5}, []),
+    ({"add_moments": True, "embedding_add_batch_norm": False}, ["embedding_add_batch_norm"]),
+    ({"add_dbof": True, "video_level_classifier_model": "Circulant_MoeModel", "MoE_gating": False,
+      "moe_add_batch_norm": False, "moe_l2": 0.1}, ["MoE_gating", "moe_add_batch_norm", "moe_l2"]),
+    ({"add_dbof": True, "MoE_gating": False, "moe_add_batch_norm": False}, ["moe_add_batch_norm"]),
+    ({"add_dbof": True, "video_level_classifier_model": "LogisticModel", "moe_num_mixtures": 4},
+     ["moe_num_mixtures"]),
+    ({"add_dbof": True, "no_audio": True, "feature_names": "rgb", "feature_sizes": "16"}, ["no_audio"]),
+])
+def test_ineffective_flags(flags, expected):
+    messages = ineffective_flags(small_config(**{"moe_num_mixtures": 2, "fc_hidden_size": 8, **flags}), True)
+    named = sorted(m.split("=")[0].lstrip("-") for m in messages
+                   if not m.startswith(("--dbof_cluster_size", "--netvlad_cluster_size", "--fv_cluster_size")))
+    assert named == sorted(expected), messages
+
+
+def test_cluster_sizes_of_disabled_embeddings_are_reported():
+    messages = ineffective_flags(small_config(add_dbof=True), True)
+    assert any(m.startswith("--netvlad_cluster_size=4 has no effect") for m in messages)
+    assert not any(m.startswith("--dbof_cluster_size") for m in messages)
+
+
+def test_network_flags_are_reported_for_video_level_models():
+    config = Config(model="MoeModel", frame_features=False, add_dbof=True, n_bagging=10, fc_dbof_circulant=True)
+    messages = ineffective_flags(config, frame_level=False)
+    assert {m.split("=")[0] for m in messages} == {"--add_dbof", "--n_bagging", "--fc_dbof_circulant"}
+    assert all("video-level model" in m for m in messages)
