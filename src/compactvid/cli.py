@@ -20,7 +20,13 @@ from compactvid.errors import CompactVidError
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("make_data", "write a synthetic dataset in the exact YouTube-8M TFRecord format"),
     "inspect": ("inspect", "validate YouTube-8M TFRecord files and summarize them (records, frames, labels)"),
+    "train": ("train", "train a model (the seed's train.py flags): CPU, GPU, --num_gpu=N GPUs, or torchrun"),
+    "eval": ("eval", "evaluate a run's checkpoints: GAP@20, mAP, Hit@1, PERR, loss"),
+    "inference": ("inference", "write a run's top-k predictions as a Kaggle CSV (VideoId,LabelConfidencePairs)"),
     "params": ("params", "count a model's parameters per component, dense equivalents, and bytes"),
+    "experiment": ("experiment", "run one of the paper's experiments (exp1, exp2-*, exp3): table and figure"),
+    "demo": ("demo", "dense vs compact DBoF model on synthetic data, side by side, in minutes on a CPU"),
+    "plot": ("plot", "draw validation GAP vs epochs for any train_dirs"),
 }
 
 DESCRIPTION = """\

@@ -1,0 +1,42 @@
+"""Run one of the seed README's experiments: every run trained, then results.json, results.md and the figure.
+
+Experiments (the README's command lines, one sub-directory of --output_dir per run):
+  exp1          compact FC after DBoF: learned diagonal ("DC") vs fixed +-1 diagonal ("CD")
+  exp2-dbof     dense vs compact FC after DBoF
+  exp2-netvlad  dense vs compact FC after NetVLAD
+  exp2-netfv    dense vs compact FC after NetFV (--fc_fisher_circulant, which the README meant)
+  exp3          dense, compact DBoF, compact FC, compact MoE (no audio)
+
+--profile paper keeps the README's PARAMS (GPUs, the real dataset); --profile small changes a few flags
+(listed in the output) so that an experiment finishes on a 2-core CPU in minutes. Without --data_dir a
+synthetic dataset is generated once in OUTPUT_DIR/data. Finished runs are not redone: rerunning the same
+command resumes an interrupted experiment.
+
+example:
+  compactvid experiment exp1 --profile small --output_dir runs/exp1
+  compactvid experiment exp3 --profile paper --data_dir /data/yt8m/frame/ --output_dir runs/exp3
+"""
+
+import argparse
+
+from compactvid.experiments import EXPERIMENTS, PROFILES, run_experiment, results_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment to run")
+    parser.add_argument("--profile", choices=PROFILES, default="small",
+                        help="paper: the README's sizes; small: a 2-core CPU in minutes (default: small)")
+    parser.add_argument("--output_dir", default=None, help="where runs and results go (default: ./runs/NAME)")
+    parser.add_argument("--data_dir", default=None,
+                        help="YouTube-8M frame-level files (train*.tfrecord, validate*.tfrecord); "
+                             "default: a synthetic dataset generated in OUTPUT_DIR/data")
+    parser.add_argument("--num_classes", type=int, default=None,
+                        help="vocabulary size of --data_dir (default 3862, the 2018 release)")
+
+
+def run(args: argparse.Namespace) -> int:
+    output_dir = args.output_dir or f"runs/{args.name}"
+    results = run_experiment(args.name, args.profile, output_dir, args.data_dir, args.num_classes)
+    print(results_table(results))
+    print(f"results: {output_dir}/results.json, {output_dir}/results.md; figure: {output_dir}/{args.name}.png")
+    return 0

@@ -1,0 +1,96 @@
+"""Validation GAP against epochs, read from train_dirs' metrics.jsonl, drawn as the seed's figures are."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from compactvid.config import Config
+from compactvid.errors import DataError
+
+
+def read_metrics(train_dir: str) -> list[dict]:
+    """The records of `train_dir`/metrics.jsonl, in order (empty when the run logged nothing yet)."""
+    path = os.path.join(train_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file; is {train_dir} a --train_dir of `compactvid train`?")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def validation_curve(records: Sequence[dict]) -> list[tuple[float, float]]:
+    """[(epochs, val_gap)] of every validation, with fractional epochs = examples / examples per epoch.
+
+    Examples per epoch are those seen by the end of the first epoch (the largest `examples` logged in
+    epoch 1); a run stopped inside its first epoch is plotted against that epoch's examples so far.
+    """
+    validations = [r for r in records if "val_gap" in r]
+    if not validations:
+        return []
+    per_epoch = max(r["examples"] for r in records if r["epoch"] == 1) if any(
+        r["epoch"] == 1 for r in records) else max(r["examples"] for r in records)
+    return [(r["examples"] / per_epoch, r["val_gap"]) for r in validations]
+
+
+def describe(config: Config) -> str:
+    """A legend for a run, from its config: embeddings, what is compact, the classifier."""
+    embeddings = [name for flag, name in (("add_dbof", "DBoF"), ("add_netvlad", "NetVLAD"),
+                                          ("add_fisher_vector", "NetFV"), ("add_moments", "moments"))
+                  if getattr(config, flag)]
+    compact = [name for flag, name in (("dbof_circulant", "DBoF"), ("fc_dbof_circulant", "FC"),
+                                       ("fc_netvlad_circulant", "FC"), ("fc_fisher_circulant", "FC"),
+                                       ("fc_moment_circulant", "FC")) if getattr(config, flag)]
+    if config.video_level_classifier_model != "MoeModel":
+        compact += ["MoE"] if "Circulant" in config.video_level_classifier_model else []
+    parts = ["+".join(embeddings) or config.model]
+    parts.append(f"compact {', '.join(dict.fromkeys(compact))}" if compact else "dense")
+    if config.use_d_matrix and "FC" in compact:
+        parts.append("D in {-1,1}")
+    if config.no_audio:
+        parts.append("no audio")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Curve:
+    label: str
+    points: list[tuple[float, float]]
+    color: str | None = None
+
+
+def plot_panels(panels: Sequence[tuple[str, Sequence[Curve]]], output: str) -> None:
+    """Draw one panel per (title, curves) side by side: validation GAP vs epochs, as the seed's figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels):
+        for curve in curves:
+            ax.plot([x for x, _ in curve.points], [y for _, y in curve.points], color=curve.color, label=curve.label, linewidth=1.6,
+                    marker="o" if len(curve.points) < 15 else None, markersize=3)
+        ax.set_title(title, fontweight="bold")
+        ax.set_xlabel("Epochs")
+        ax.set_ylabel("Validation GAP")
+        ax.set_xlim(left=0)
+        ax.grid(axis="y", linestyle="--", alpha=0.6)
+        ax.legend(loc="lower right" if len(curves) < 3 else "best", frameon=True)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    fig.savefig(output, dpi=150)
+    plt.close(fig)
+
+
+def plot_runs(train_dirs: Sequence[str], output: str, title: str = "Validation GAP") -> None:
+    """`compactvid plot`: one curve per train_dir, labelled from its config.json."""
+    curves = []
+    for train_dir in train_dirs:
+        config = Config.from_json_file(os.path.join(train_dir, "config.json"))
+        points = validation_curve(read_metrics(train_dir))
+        if not points:
+            raise DataError(f"{train_dir}/metrics.jsonl: no validation yet; train with --eval_data_pattern")
+        curves.append(Curve(f"{describe(config)} ({os.path.basename(os.path.normpath(train_dir))})", points))
+    plot_panels([(title, curves)], output)
