@@ -10,7 +10,7 @@ import torch
 from compactvid.config import Config
 from compactvid.errors import ConfigError
 from compactvid.layers.circulant import CirculantLinear
-from compactvid.models import MODELS, create_model
+from compactvid.models import MODELS, create_model, parameter_report
 from compactvid.models.aggregation import DBoF, NetFV, NetVLAD
 from compactvid.models.classifiers import LogisticModel, MoeModel
 from compactvid.models.flag_effects import ineffective_flags
@@ -73,6 +73,8 @@ def test_output_shapes(embedding, classifier, switch):
     assert torch.isfinite(probabilities).all()
     assert (probabilities >= 0).all() and (probabilities <= 1).all()
     assert model.regularization_loss().shape == ()
+    report = parameter_report(model, config)  # its components cover every parameter
+    assert report["total"] == n_params(model) and report["dense_total"] >= report["total"]
 
 
 @pytest.mark.parametrize("classifier", CLASSIFIER_NAMES)
@@ -109,6 +111,7 @@ def test_audio_uses_half_of_every_cluster_size():
         branch = model.branches[modality]
         assert isinstance(branch["dbof"].aggregation, DBoF)
         assert branch["dbof"].aggregation.output_size == 8 // divisor
+        assert isinstance(branch["netvlad"].aggregation, NetVLAD)
         assert branch["netvlad"].aggregation.output_size == size * (4 // divisor)
         assert isinstance(branch["fisher_vector"].aggregation, NetFV)
         assert branch["fisher_vector"].aggregation.output_size == 2 * size * (4 // divisor)
