@@ -188,6 +188,19 @@ def test_batch_norm_train_and_eval_modes():
     assert all(torch.equal(frozen[k], v) for k, v in model.state_dict().items() if "running" in k)
 
 
+@pytest.mark.parametrize("decay", [0.999, 0.9])
+def test_batch_norm_decay_sets_every_moving_average(decay):
+    config = small_config(**ALL_EMBEDDINGS, input_add_batch_norm=True, batch_norm_decay=decay)
+    model = create_model(config)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) > 5 and all(m.momentum == pytest.approx(1 - decay) for m in norms)
+    norm = norms[0]
+    x = torch.randn(64, norm.num_features) + 3.0
+    model.train()
+    norm(x)
+    torch.testing.assert_close(norm.running_mean, (1 - decay) * x.mean(0))
+
+
 @pytest.mark.parametrize("switch", ["dense", "fc_sign_circulant", "k_factor_2"])
 def test_state_dict_round_trip(switch, tmp_path):
     config = small_config(**ALL_EMBEDDINGS, **SWITCHES[switch], input_add_batch_norm=True)

@@ -100,6 +100,10 @@ class Config:
     moe_add_batch_norm: bool = _flag(True, "model", "Batch norm inside the MoE's output context gating.")
     MoE_gating: bool = _flag(True, "model", "Context gating on the MoE's class probabilities.")
     moe_l2: float = _flag(1e-8, "model", "L2 penalty on the MoE gate and expert weights.")
+    batch_norm_decay: float = _flag(
+        0.999, "train", "Decay of the batch-norm moving averages used at evaluation (TF-slim's default, as "
+        "the original). Short runs need less, e.g. 0.9: after S steps the averages hold 1 - decay**S of "
+        "the data.")
 
     # --- training ---------------------------------------------------------------------------------
     train_dir: str = _flag("/tmp/yt8m_model/", "train", "Directory of the run: config, checkpoints, metrics.")
@@ -193,6 +197,8 @@ class Config:
             raise ConfigError(f"--dbof_pooling_method={self.dbof_pooling_method!r}: use max or average")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device={self.device!r}: use auto, cpu or cuda")
+        if not 0.0 <= self.batch_norm_decay < 1.0:
+            raise ConfigError(f"--batch_norm_decay={self.batch_norm_decay}: must be in [0, 1), e.g. 0.999")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"--max_steps={self.max_steps}: must be a positive integer")
 

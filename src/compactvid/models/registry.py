@@ -66,4 +66,8 @@ def create_model(config: Config) -> nn.Module:
                           f"video-level data (mean_rgb,mean_audio), or --model=CirculantDiagonalNetwork")
     for message in ineffective_flags(config, frame_level):
         log.warning(message)
-    return MODELS[name](config)
+    model = MODELS[name](config)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 1.0 - config.batch_norm_decay
+    return model
