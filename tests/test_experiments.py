@@ -1,0 +1,76 @@
+"""The seed's experiments end to end at a tiny size: runs, results.json, results.md, the figure, resuming."""
+
+import json
+import os
+import shlex
+
+import pytest
+
+from compactvid.cli import main
+from compactvid.data.synthetic import write_dataset
+from compactvid.experiments import EXPERIMENTS, SEED_PARAMS, SMALL_PROFILE, run_argv
+from compactvid.flags import parse_config
+
+TINY = {"num_epochs": "2", "dbof_cluster_size": "32", "fc_hidden_size": "16", "iterations": "5",
+        "n_bagging": "1", "batch_size": "16", "moe_num_mixtures": "2", "eval_every_steps": "2"}
+RUN_FIELDS = {"name", "flags", "parameters", "bytes", "compression", "best_val_gap", "final_val_gap", "val_map",
+              "val_hit_at_1", "val_perr", "train_examples_per_sec", "inference_ms_per_video", "curve"}
+
+
+def test_every_run_is_the_readme_command_line():
+    seed = shlex.split(SEED_PARAMS.format(data="d/", num_gpu=4))
+    for experiment in EXPERIMENTS.values():
+        for run in experiment.runs:
+            argv = run_argv(run, "paper", "d/", "out")
+            assert argv[1:] == shlex.split(run.flags) + seed
+            parse_config(argv)  # every flag is accepted
+    netfv = EXPERIMENTS["exp2-netfv"].runs[1].flags
+    assert "--fc_fisher_circulant=True" in netfv and "netvlad" not in netfv
+
+
+def test_small_profile_changes_only_the_listed_flags():
+    run = EXPERIMENTS["exp3"].runs[0]
+    paper, small = run_argv(run, "paper", "d/", "out"), run_argv(run, "small", "d/", "out")
+    changed = {a.split("=")[0][2:] for a in set(small) - set(paper)}
+    assert changed == set(SMALL_PROFILE)
+
+
+@pytest.mark.slow
+def test_experiment_end_to_end_then_resume(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_dataset(str(data), 90, 6, seed=3, num_shards=2, progress=False)
+    out = tmp_path / "exp1"
+    from compactvid.experiments import run_experiment
+
+    results = run_experiment("exp1", "small", str(out), data_dir=str(data), num_classes=6, overrides=TINY)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["experiment"] == "exp1" and saved["profile"] == "small"
+    assert [r["name"] for r in saved["runs"]] == ["dc", "cd"]
+    for run in saved["runs"]:
+        assert RUN_FIELDS <= set(run)
+        assert 0 < run["best_val_gap"] <= 1 and run["final_val_gap"] <= run["best_val_gap"]
+        assert run["compression"] > 1  # compact FC after DBoF
+        assert run["inference_ms_per_video"] > 0 and run["train_examples_per_sec"] > 0
+        epochs = [point[0] for point in run["curve"]]
+        assert len(epochs) >= 3 and epochs == sorted(epochs) and epochs[-1] == pytest.approx(2.0)
+        assert "--use_d_matrix=True" in run["flags"] or run["name"] == "dc"
+    # The learned diagonal has twice the parameters of the fixed one in the compact FC layers.
+    assert saved["runs"][0]["parameters"] > saved["runs"][1]["parameters"]
+    assert (out / "exp1.png").stat().st_size > 10_000
+    table = (out / "results.md").read_text()
+    assert "Compact FC w/general approach" in table and "--fc_dbof_circulant" in table
+    assert results == saved | {"changed_flags": results["changed_flags"]}
+
+    # Finished runs are not trained again: their checkpoints and metrics stay as they are.
+    metrics = {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")}
+    checkpoints = {name: sorted(os.listdir(out / name / "checkpoints")) for name in ("dc", "cd")}
+    args = ["experiment", "exp1", "--output_dir", str(out), "--data_dir", str(data), "--num_classes", "6"]
+    # The CLI uses the small profile's sizes: give it the tiny ones through the same run directories,
+    # which it must refuse to retrain with different model flags.
+    assert main(args) == 1
+    assert "dbof_cluster_size" in capsys.readouterr().err
+    assert {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")} == metrics
+    assert {name: sorted(os.listdir(out / name / "checkpoints")) for name in ("dc", "cd")} == checkpoints
+    again = run_experiment("exp1", "small", str(out), data_dir=str(data), num_classes=6, overrides=TINY)
+    assert {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")} == metrics
+    assert [r["best_val_gap"] for r in again["runs"]] == [r["best_val_gap"] for r in saved["runs"]]
