@@ -1,0 +1,85 @@
+"""Evaluation of a model over a dataset: GAP@k, mAP, Hit@1, PERR and the label loss.
+
+`evaluate` runs a model over a loader (each process its share under DDP, the metrics reduced exactly
+across processes); `load_trained_model` rebuilds a model from a --train_dir's config.json and one of
+its checkpoints; `evaluate_checkpoint` is the two together, what `compactvid eval` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+
+from compactvid import checkpoint as ckpt
+from compactvid.config import Config
+from compactvid.data.loader import make_loader
+from compactvid.errors import CheckpointError
+from compactvid.losses import create_loss
+from compactvid.metrics import EvaluationMetrics
+from compactvid.models import create_model
+
+
+def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module, device: torch.device,
+             num_classes: int, top_k: int = 20, *, mixed_precision: bool = False,
+             distributed: bool = False) -> dict[str, float]:
+    """Metrics of `model` (in eval mode) over every batch of `loader`.
+
+    Returns ``gap``, ``map``, ``hit_at_1``, ``perr`` and ``loss`` (label loss per video). With
+    `distributed`, every process passes its own share and gets the metrics of all shares together.
+    The model is left in eval mode.
+    """
+    model.eval()
+    metrics = EvaluationMetrics(num_classes, top_k)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
+                else contextlib.nullcontext())
+    with torch.inference_mode():
+        for batch in loader:
+            labels = batch["labels"].to(device, non_blocking=True)
+            with autocast:
+                predictions = model(batch["frames"].to(device, non_blocking=True))
+            predictions = predictions.float()
+            metrics.accumulate(predictions, labels, loss_fn(predictions, labels))
+    if distributed:
+        metrics = metrics.all_reduce()
+    return metrics.get()
+
+
+def load_trained_model(train_dir: str, checkpoint_path: Optional[str] = None,
+                       device: torch.device = torch.device("cpu")) -> tuple[Config, nn.Module, dict]:
+    """The model of a --train_dir: built from its config.json, weights from `checkpoint_path` (default:
+    the newest checkpoint). Returns (config, model in eval mode on `device`, the checkpoint's state)."""
+    config = Config.from_json_file(os.path.join(train_dir, "config.json"))
+    if checkpoint_path is None:
+        found = ckpt.load_latest_checkpoint(train_dir)
+        if found is None:
+            raise CheckpointError(f"{ckpt.checkpoint_dir(train_dir)}: no checkpoint; has `compactvid train "
+                                  f"--train_dir={train_dir}` written one yet?")
+        checkpoint_path, state = found
+    else:
+        state = ckpt.load_checkpoint(checkpoint_path)
+    model = create_model(config)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{checkpoint_path}: does not fit the model of {train_dir}/config.json "
+                              f"({error})") from error
+    return config, model.to(device).eval(), state
+
+
+def evaluate_checkpoint(train_dir: str, data_pattern: str, checkpoint_path: Optional[str] = None, *,
+                        batch_size: Optional[int] = None, top_k: int = 20,
+                        device: torch.device = torch.device("cpu"),
+                        num_readers: Optional[int] = None) -> dict[str, float]:
+    """Metrics of a checkpoint of `train_dir` over the files of `data_pattern`, plus its ``step``."""
+    config, model, state = load_trained_model(train_dir, checkpoint_path, device)
+    if num_readers is not None:
+        config = dataclasses.replace(config, num_readers=num_readers)
+    loader = make_loader(data_pattern, config, training=False, batch_size=batch_size)
+    results = evaluate(model, loader, create_loss(config.label_loss), device, config.num_classes, top_k,
+                       mixed_precision=config.mixed_precision)
+    return {**results, "step": state["position"]["step"]}

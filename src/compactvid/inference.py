@@ -1,0 +1,41 @@
+"""Predictions of a trained model in the Kaggle format of the YouTube-8M challenge.
+
+The CSV has the header ``VideoId,LabelConfidencePairs`` and one row per video:
+``<id>,<label> <score> <label> <score> ...`` with the top-k classes by descending score, labels as
+integers and scores with ``%g``, as the original's inference.py. Rows are written batch by batch, so
+memory does not grow with the number of videos. Test files (no labels) work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, TextIO
+
+import torch
+from torch import nn
+
+HEADER = "VideoId,LabelConfidencePairs\n"
+
+
+def format_rows(video_ids: Iterable[str], predictions: torch.Tensor, top_k: int) -> list[str]:
+    """CSV rows for a batch: `predictions` [batch, classes] -> one row per video, top-k descending."""
+    scores, labels = torch.topk(predictions.float().cpu(), min(top_k, predictions.shape[1]), dim=1)
+    return [f"{video_id}," + " ".join("%i %g" % pair for pair in zip(row_labels, row_scores)) + "\n"
+            for video_id, row_labels, row_scores in zip(video_ids, labels.tolist(), scores.tolist())]
+
+
+def write_predictions(model: nn.Module, loader: Iterable[dict], out: TextIO, top_k: int = 20,
+                      device: torch.device = torch.device("cpu"), mixed_precision: bool = False) -> int:
+    """Write the header and one row per video of `loader` to `out`. Returns the number of videos."""
+    model.eval()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
+                else contextlib.nullcontext())
+    out.write(HEADER)
+    videos = 0
+    with torch.inference_mode():
+        for batch in loader:
+            with autocast:
+                predictions = model(batch["frames"].to(device, non_blocking=True))
+            out.writelines(format_rows(batch["ids"], predictions, top_k))
+            videos += len(batch["ids"])
+    return videos

@@ -1,0 +1,694 @@
+"""Train a video classifier: one process on CPU or GPU, or DDP over the GPUs of one or many machines.
+
+The seed's command lines work unchanged (`python3 code/train.py` becomes `compactvid train`)::
+
+    # CPU, or one GPU (picked automatically; --device=cpu forces the CPU)
+    compactvid train --train_dir=runs/dbof --train_data_pattern='data/train*.tfrecord' \\
+        --eval_data_pattern='data/validate*.tfrecord' --add_dbof --batch_size=80 --num_epochs=15
+
+    # the GPUs of this machine, one DDP process each (fewer present: those; none: one CPU process)
+    compactvid train --num_gpu=4 ...
+    torchrun --standalone --nproc_per_node=4 $(which compactvid) train ...      # the same
+
+    # several machines: run this on each of them (here 2 nodes x 4 GPUs; HOST = the first node)
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
+        $(which compactvid) train ...
+
+    tensorboard --logdir runs/
+
+What a run writes into --train_dir: ``config.json`` (every flag), ``params.json`` (parameter counts),
+``checkpoints/ckpt-<step>.pt`` (the newest 3), ``metrics.jsonl`` (one JSON object per logged step or
+validation), TensorBoard event files. Without --start_new_model a run resumes from the newest
+checkpoint (model, optimizer, learning-rate schedule, step, epoch and position in it, RNG states);
+a resume with different data or model flags is refused. SIGINT/SIGTERM write a checkpoint and stop.
+
+Semantics, as the seed (code/train.py): Adam; learning rate
+``base_learning_rate * learning_rate_decay ** floor(examples / learning_rate_decay_examples)`` with
+`examples` the videos read by all processes together; each parameter tensor's gradient clipped to
+norm --clip_gradient_norm separately; loss = label loss + regularization_penalty * the model's L2
+penalties. --batch_size is per process. One difference: the seed *summed* the gradients of its GPU
+towers, DDP *averages* them over processes, so N GPUs here take steps 1/N the size of the seed's
+(before Adam's normalization, which makes the two nearly the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.distributed.algorithms.join import Join, Joinable, JoinHook
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from compactvid import checkpoint as ckpt
+from compactvid.config import Config, fields_in_group
+from compactvid.data.loader import make_loader
+from compactvid.errors import CompactVidError, ConfigError
+from compactvid.evaluate import evaluate
+from compactvid.losses import create_loss
+from compactvid.models import FRAME_LEVEL_MODELS, create_model, parameter_report
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+PARAMS_FILE = "params.json"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_PREFIX = "events.out.tfevents."
+
+# The seed's optimizer names (tf.train classes) -> torch.optim classes (used with torch's defaults).
+TF_OPTIMIZERS = {"AdamOptimizer": "Adam", "GradientDescentOptimizer": "SGD", "AdagradOptimizer": "Adagrad",
+                 "AdadeltaOptimizer": "Adadelta", "RMSPropOptimizer": "RMSprop"}
+
+
+class NonFiniteLossError(CompactVidError):
+    """The training loss became NaN or infinite; the run stopped without writing a checkpoint."""
+
+
+# --- the pieces of one training step ------------------------------------------------------------------
+
+def learning_rate(config: Config, examples: int) -> float:
+    """The staircase-decayed learning rate after `examples` videos (all processes together)."""
+    decays = math.floor(examples / config.learning_rate_decay_examples)
+    return config.base_learning_rate * config.learning_rate_decay ** decays
+
+
+def clip_gradient_norms(parameters: Iterator[nn.Parameter], max_norm: float) -> None:
+    """Scale each parameter's gradient to L2 norm at most `max_norm`, each tensor on its own.
+
+    ``g * max_norm / max(||g||, max_norm)``: tf.clip_by_norm per variable, as the seed's
+    clip_gradient_norms (not torch's clip_grad_norm_, which clips the norm of all gradients together).
+    """
+    for parameter in parameters:
+        if parameter.grad is not None:
+            norm = torch.linalg.vector_norm(parameter.grad)
+            parameter.grad.mul_(max_norm / norm.clamp(min=max_norm))
+
+
+def create_optimizer(config: Config, parameters: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+    """`--optimizer`: a seed name (AdamOptimizer, ...) or a torch.optim class name, with torch's defaults."""
+    name = TF_OPTIMIZERS.get(config.optimizer, config.optimizer)
+    cls = getattr(torch.optim, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"--optimizer={config.optimizer!r}: not an optimizer; use one of "
+                          f"{', '.join(TF_OPTIMIZERS)} or a torch.optim class name (e.g. AdamW, SGD)")
+    return cls(parameters, lr=config.base_learning_rate)
+
+
+# --- the train_dir ------------------------------------------------------------------------------------
+
+def _comparable(config: Config) -> dict[str, Any]:
+    """The data/model flags of `config` with defaults resolved, so equal meanings compare equal
+    (--feature_names unset vs rgb,audio; the seed's spelling CirulantDiagonalNetwork)."""
+    values = {f.name: getattr(config, f.name) for f in fields_in_group("data", "model")}
+    values["feature_names"] = ",".join(config.feature_name_list)
+    values["feature_sizes"] = ",".join(map(str, config.feature_size_list))
+    if config.model in FRAME_LEVEL_MODELS:
+        values["model"] = FRAME_LEVEL_MODELS[0]
+    return values
+
+
+def check_resume_flags(saved: Config, current: Config, train_dir: str) -> None:
+    """Refuse (ConfigError) to resume a run whose data/model flags differ, naming each one."""
+    old, new = _comparable(saved), _comparable(current)
+    lines = [f"  --{name}: saved {getattr(saved, name)!r}, now {getattr(current, name)!r}"
+             for name in old if old[name] != new[name]]
+    if lines:
+        raise ConfigError(
+            f"{os.path.join(train_dir, CONFIG_FILE)}: the run in --train_dir={train_dir} was trained with "
+            f"other data/model flags, so its checkpoints do not fit:\n" + "\n".join(lines) +
+            "\nEither repeat the saved values to resume it, or start a new model: --start_new_model "
+            "(deletes that run's files) or another --train_dir.")
+
+
+def remove_previous_run(train_dir: str) -> None:
+    """Delete what `compactvid train` writes in `train_dir` (known names only; other files stay)."""
+    removed = []
+    for _, path in ckpt.list_checkpoints(train_dir):
+        os.remove(path)
+        removed.append(path)
+    ckpt.remove_temporary_files(train_dir)
+    checkpoints = ckpt.checkpoint_dir(train_dir)
+    if os.path.isdir(checkpoints) and not os.listdir(checkpoints):
+        os.rmdir(checkpoints)
+    for name in sorted(os.listdir(train_dir)):
+        if name in (CONFIG_FILE, PARAMS_FILE, METRICS_FILE) or name.startswith(TENSORBOARD_PREFIX):
+            os.remove(os.path.join(train_dir, name))
+            removed.append(name)
+    if removed:
+        log.info("--start_new_model: removed the previous run's %d files from %s", len(removed), train_dir)
+
+
+def prepare_train_dir(config: Config) -> bool:
+    """Make --train_dir ready: start over or check that the saved run fits. Returns whether to resume."""
+    train_dir = config.train_dir
+    os.makedirs(train_dir, exist_ok=True)
+    if config.start_new_model:
+        remove_previous_run(train_dir)
+    ckpt.remove_temporary_files(train_dir)
+    resume = bool(ckpt.list_checkpoints(train_dir))
+    config_path = os.path.join(train_dir, CONFIG_FILE)
+    if resume and os.path.exists(config_path):
+        check_resume_flags(Config.from_json_file(config_path), config, train_dir)
+    ckpt.write_text_atomically(config_path, config.to_json() + "\n")
+    return resume
+
+
+def truncate_metrics(path: str, step: int) -> None:
+    """Drop the lines of metrics.jsonl logged after `step` (by a run killed before its next checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a line cut short by a kill
+    if len(kept) != len(lines):
+        ckpt.write_text_atomically(path, "".join(kept))
+
+
+# --- processes ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Process:
+    """Where this process sits: its rank among `world_size` processes and its device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _use_cuda(config: Config) -> bool:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto")
+    return config.device != "cpu" and torch.cuda.is_available()
+
+
+def _capped_readers(config: Config, processes: int) -> Config:
+    """--num_readers capped at the CPU cores of each process (the seed's 100 reader threads fit TF, not
+    DataLoader worker processes)."""
+    cap = max(1, (os.cpu_count() or 1) // processes)
+    if config.num_readers > cap:
+        log.info("--num_readers=%d: using %d data-loading workers per process (%d CPU cores, %d process(es))",
+                 config.num_readers, cap, os.cpu_count() or 1, processes)
+        return dataclasses.replace(config, num_readers=cap)
+    return config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(config: Config) -> int:
+    """Run `compactvid train`: pick the processes, prepare --train_dir, train. Returns the exit status
+    (0 done; 128 + signal number when stopped by SIGINT/SIGTERM after checkpointing)."""
+    if not config.train_data_pattern:
+        raise ConfigError("--train_data_pattern is empty: give the training TFRecord files (a glob)")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
+        if config.num_gpu > 1:
+            log.info("--num_gpu=%d has no effect under torchrun: it started %s processes",
+                     config.num_gpu, os.environ["WORLD_SIZE"])
+        return _run_process(config)
+    processes = 1
+    if config.num_gpu > 1:
+        available = torch.cuda.device_count() if _use_cuda(config) else 0
+        processes = min(config.num_gpu, available)
+        if available == 0:
+            log.info("--num_gpu=%d: no GPU in use, training in one CPU process (as the original)", config.num_gpu)
+            processes = 1
+        elif available < config.num_gpu:
+            log.info("--num_gpu=%d: only %d GPUs present, training on those", config.num_gpu, available)
+    if processes == 1:
+        return _run_process(config)
+    prepare_train_dir(config)  # here, so that a refused resume is reported once, before any process starts
+    return _spawn(config, processes)
+
+
+def _spawn(config: Config, processes: int) -> int:
+    """Start `processes` DDP processes on this machine; forward SIGINT/SIGTERM to them; wait."""
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(processes)}
+    context = mp.start_processes(_spawned_process, args=(config, env), nprocs=processes, join=False,
+                                 start_method="spawn")
+    stop_signals = []
+
+    def forward(signum, _frame):
+        stop_signals.append(signum)
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                if context.join(timeout=1):
+                    break
+            except mp.ProcessExitedException as failure:
+                # Processes report their own errors; 128+n codes are the clean stop after a signal.
+                return failure.exit_code if failure.exit_code > 0 else 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 + stop_signals[0] if stop_signals else 0
+
+
+def _spawned_process(rank: int, config: Config, env: dict[str, str]) -> None:
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s rank{rank} %(name)s: %(message)s")
+    try:
+        status = _run_process(config, prepared=True)
+    except CompactVidError as error:
+        if rank == 0:
+            print(f"compactvid train: error: {error}", flush=True)
+        raise SystemExit(1)
+    if status:
+        raise SystemExit(status)
+
+
+def _run_process(config: Config, prepared: bool = False) -> int:
+    """Train in this process: alone, or as one rank of a process group described by the environment."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    cuda = _use_cuda(config)
+    device = torch.device("cpu")
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    process = Process(rank, world_size, device)
+    if process.distributed:
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world_size,
+                                device_id=device if cuda else None)
+    try:
+        resume = _prepare_everywhere(config, process, prepared)
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+        return Trainer(_capped_readers(config, local_processes), process, resume).run()
+    finally:
+        if process.distributed:
+            dist.destroy_process_group()
+
+
+def _prepare_everywhere(config: Config, process: Process, prepared: bool) -> bool:
+    """Rank 0 prepares --train_dir; every rank learns whether to resume, or the error that stopped it."""
+    outcome: list[Any] = [None]
+    if process.is_main:
+        try:
+            outcome[0] = bool(ckpt.list_checkpoints(config.train_dir)) if prepared else prepare_train_dir(config)
+        except CompactVidError as error:
+            outcome[0] = error
+    if process.distributed:
+        dist.broadcast_object_list(outcome, src=0)
+    if isinstance(outcome[0], CompactVidError):
+        raise outcome[0] if process.is_main else SystemExit(1)
+    return outcome[0]
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+
+class StepStats(Joinable):
+    """The per-step sums over processes: [label loss x videos, videos, stop requested, processes active].
+
+    A Joinable, so that a process whose share of the epoch ran out first (shares differ by up to one
+    batch) answers the all_reduce with zeros while the others finish, as DDP's own join hook does.
+    """
+
+    SIZE = 4
+
+    def __init__(self, process: Process) -> None:
+        super().__init__()
+        self.process = process
+
+    def reduce(self, loss_sum: torch.Tensor, videos: int, stop: bool) -> list[float]:
+        """Sum (label loss x videos, videos, stop flag, 1) over the processes still in the epoch."""
+        values = torch.cat([loss_sum.detach().reshape(1).to(torch.float64),
+                            torch.tensor([videos, float(stop), 1.0], dtype=torch.float64, device=loss_sum.device)])
+        if self.process.distributed:
+            Join.notify_join_context(self)
+            dist.all_reduce(values)
+        return values.tolist()
+
+    def join_hook(self, **kwargs: Any) -> JoinHook:
+        stats = self
+
+        class AnswerWithZeros(JoinHook):
+            def main_hook(self) -> None:
+                dist.all_reduce(torch.zeros(StepStats.SIZE, dtype=torch.float64, device=stats.process.device))
+
+        return AnswerWithZeros()
+
+    @property
+    def join_device(self) -> torch.device:
+        return self.process.device
+
+    @property
+    def join_process_group(self) -> Any:
+        return dist.group.WORLD
+
+
+@dataclass
+class Position:
+    """How far training has gone; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps (all processes step together)
+    epoch: int = 0  # epochs completed; the one in progress has this 0-based index
+    batches_in_epoch: int = 0  # batches each process has consumed in the epoch in progress
+    examples: int = 0  # videos read by all processes together
+    examples_per_epoch: Optional[int] = None  # known after the first complete epoch
+
+
+def _without_single_video_batches(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """`batches`, with a batch of one video (the last of a reader's share) merged into the one before.
+
+    Batch normalization cannot train on a single video (PyTorch refuses; TF normalized it to zero), and
+    such batches are common at the end of an epoch, with several readers and processes.
+    """
+    previous = None
+    for batch in batches:
+        if previous is not None and len(batch["ids"]) == 1:
+            previous = {key: previous[key] + batch[key] if isinstance(batch[key], list)
+                        else torch.cat([previous[key], batch[key]]) for key in batch}
+            continue
+        if previous is not None:
+            yield previous
+        previous = batch
+    if previous is not None:
+        if len(previous["ids"]) > 1:
+            yield previous
+        else:
+            log.warning("video %s is the only one of this process's share of the epoch; skipped (batch "
+                        "normalization needs two videos per batch)", previous["ids"][0])
+
+
+class Trainer:
+    """One process's training run: model, optimizer, data, and the files of --train_dir (rank 0)."""
+
+    def __init__(self, config: Config, process: Process, resume: bool) -> None:
+        self.config = config
+        self.process = process
+        self.device = process.device
+        torch.manual_seed(config.seed)
+        self.model = create_model(config).to(self.device)
+        self.optimizer = create_optimizer(config, self.model.parameters())
+        self.loss_fn = create_loss(config.label_loss)
+        self.position = Position()
+        self.stop_signal: Optional[int] = None
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.device.type == "cuda" and config.mixed_precision else contextlib.nullcontext())
+        if resume:
+            self._restore()
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
+                                            else None) if process.distributed else self.model)
+        self.stats = StepStats(process)
+        self.writer = None
+        self.bar = None
+        if process.is_main:
+            from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: only where used
+
+            ckpt.write_text_atomically(os.path.join(config.train_dir, PARAMS_FILE),
+                                       json.dumps(parameter_report(self.model, config), indent=2) + "\n")
+            truncate_metrics(self._metrics_path, self.position.step)
+            self.writer = SummaryWriter(config.train_dir, purge_step=self.position.step + 1 if resume else None)
+
+    @property
+    def _metrics_path(self) -> str:
+        return os.path.join(self.config.train_dir, METRICS_FILE)
+
+    # -- checkpoints --
+
+    def _restore(self) -> None:
+        found = ckpt.load_latest_checkpoint(self.config.train_dir)
+        if found is None:
+            raise ckpt.CheckpointError(f"{ckpt.checkpoint_dir(self.config.train_dir)}: no checkpoint loads; "
+                                       f"use --start_new_model to start over")
+        path, state = found
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise ckpt.CheckpointError(f"{path}: does not fit this model ({error}); use --start_new_model "
+                                       f"or another --train_dir") from error
+        self.position = Position(**state["position"])
+        rng = state["rng"]
+        if len(rng) == self.process.world_size:
+            ckpt.restore_rng_state(rng[self.process.rank])
+        else:
+            log.info("%d processes now, %d when saved: random generators re-seeded", self.process.world_size,
+                     len(rng))
+            torch.manual_seed(self.config.seed + self.position.step + self.process.rank)
+        if self.process.is_main:
+            log.info("resuming from step %d (epoch %d, %d examples) of %s", self.position.step,
+                     self.position.epoch + 1, self.position.examples, path)
+
+    def _save(self) -> None:
+        """Checkpoint (a collective: every process calls it; rank 0 writes)."""
+        # Every process holds the same weights, so every process reaches the same verdict here.
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise NonFiniteLossError(f"step {self.position.step}: the weights hold NaN or infinite values, so "
+                                     f"no checkpoint was written; lower --base_learning_rate and resume from "
+                                     f"the last checkpoint in {ckpt.checkpoint_dir(self.config.train_dir)}")
+        rng = [ckpt.capture_rng_state()]
+        if self.process.distributed:
+            rng = [None] * self.process.world_size
+            dist.all_gather_object(rng, ckpt.capture_rng_state())
+        if not self.process.is_main:
+            return
+        state = {"format": 1, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "position": dataclasses.asdict(self.position), "rng": rng, "config": self.config.to_dict()}
+        ckpt.save_checkpoint(self.config.train_dir, self.position.step, state)
+
+    # -- logging --
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append a record to metrics.jsonl and TensorBoard (rank 0)."""
+        if not self.process.is_main:
+            return
+        record = {"step": self.position.step, "epoch": self.position.epoch + 1,
+                  "examples": self.position.examples, **record}
+        with open(self._metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key not in ("step", "epoch", "examples"):
+                group = "validation" if key.startswith("val_") else "train"
+                self.writer.add_scalar(f"{group}/{key.removeprefix('val_')}", value, self.position.step)
+        self.writer.flush()
+
+    def _validate(self) -> None:
+        """Evaluate on --eval_data_pattern (each process its share), log val_* (a collective)."""
+        loader = make_loader(self.config.eval_data_pattern, self.config, training=False,
+                             rank=self.process.rank, world_size=self.process.world_size)
+        start = time.perf_counter()
+        results = evaluate(self.model, loader, self.loss_fn, self.device, self.config.num_classes,
+                           mixed_precision=self.config.mixed_precision, distributed=self.process.distributed)
+        self.model.train()
+        self._log({f"val_{k}": v for k, v in results.items()})
+        if self.process.is_main:
+            message = (f"validation at step {self.position.step} (epoch {self.position.epoch + 1}): "
+                       f"GAP {results['gap']:.4f}  mAP {results['map']:.4f}  Hit@1 {results['hit_at_1']:.4f}  "
+                       f"PERR {results['perr']:.4f}  loss {results['loss']:.4f}  "
+                       f"({time.perf_counter() - start:.1f} s)")
+            (self.bar.write if self.bar is not None else log.info)(message)
+
+    # -- training --
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            if self.process.is_main:
+                log.info("%s: writing a checkpoint after this step, then stopping", signal.Signals(signum).name)
+
+    def _total_examples(self) -> Optional[int]:
+        """Examples of the whole run, for the progress bar's ETA (unknown during a first epoch)."""
+        candidates = []
+        if self.position.examples_per_epoch:
+            candidates.append(self.position.examples_per_epoch * self.config.num_epochs)
+        if self.config.max_steps:
+            candidates.append(self.config.max_steps * self.config.batch_size * self.process.world_size)
+        return min(candidates) if candidates else None
+
+    def run(self) -> int:
+        config, position = self.config, self.position
+        if position.epoch >= config.num_epochs or (config.max_steps and position.step >= config.max_steps):
+            if self.process.is_main:
+                log.info("the run in %s is complete (epoch %d, step %d): nothing to do; raise --num_epochs or "
+                         "--max_steps to train further", config.train_dir, position.epoch, position.step)
+            return 0
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.bar = tqdm(total=self._total_examples(), initial=position.examples, unit="ex", unit_scale=True,
+                        dynamic_ncols=True, disable=not self.process.is_main, smoothing=0.1)
+        try:
+            while position.epoch < config.num_epochs:
+                outcome = self._train_epoch()
+                if outcome in ("nan", "infinite"):
+                    saved = ckpt.list_checkpoints(config.train_dir)
+                    kept = (f"the last good checkpoint, {saved[-1][1]} (step {saved[-1][0]}), is kept: lower "
+                            f"--base_learning_rate (or --clip_gradient_norm) and run again to resume from it"
+                            if saved else "no checkpoint had been written yet: lower --base_learning_rate (or "
+                            "--clip_gradient_norm) and start again")
+                    raise NonFiniteLossError(f"step {position.step + 1}: the loss is {outcome}; training stopped "
+                                             f"before applying that step; {kept}")
+                if outcome == "stopped":
+                    self._save()
+                    break
+                if outcome == "max_steps":
+                    if config.eval_data_pattern:
+                        self._validate()
+                    self._save()
+                    break
+                if position.examples_per_epoch is None:
+                    position.examples_per_epoch = position.examples
+                    self.bar.total = self._total_examples()
+                    self.bar.refresh()
+                if config.eval_data_pattern:
+                    self._validate()
+                position.epoch += 1
+                position.batches_in_epoch = 0
+                self._save()
+        finally:
+            self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+        if self.stop_signal is not None:
+            if self.process.is_main:
+                log.info("stopped at step %d by %s; run the same command to resume", position.step,
+                         signal.Signals(self.stop_signal).name)
+            return 128 + self.stop_signal
+        return 0
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """This process's batches of the epoch in progress, after those a resumed run already consumed."""
+        loader = make_loader(self.config.train_data_pattern, self.config, training=True,
+                             epoch=self.position.epoch, rank=self.process.rank,
+                             world_size=self.process.world_size)
+        batches = _without_single_video_batches(self._interruptible(iter(loader)))
+        for _ in range(self.position.batches_in_epoch):
+            if next(batches, None) is None:
+                return
+        yield from batches
+
+    def _interruptible(self, batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                yield next(batches)
+            except StopIteration:
+                return
+            except RuntimeError:
+                # Ctrl-C also reaches the DataLoader's workers, which then die; the stop is what matters.
+                if self.stop_signal is None:
+                    raise
+                return
+
+    def _train_epoch(self) -> str:
+        """Train until this epoch's data, --max_steps, a stop signal or a non-finite loss ends it.
+
+        Returns how it ended, the same in every process: "complete", "max_steps", "stopped", or the
+        non-finite loss ("nan" or "infinite", that step not applied).
+        """
+        config, position = self.config, self.position
+        ended = "complete"
+        window_loss, window_examples, window_start = 0.0, 0, time.perf_counter()
+        joinables = [self.ddp, self.stats] if self.process.distributed else []
+        self.model.train()
+        with Join(joinables) if joinables else contextlib.nullcontext():
+            for batch in self._batches():
+                loss_sum, videos = self._forward_backward(batch)
+                loss_total, videos, stop, active = self.stats.reduce(
+                    loss_sum, videos, self.stop_signal is not None)
+                if not math.isfinite(loss_total):
+                    ended = "nan" if math.isnan(loss_total) else "infinite"
+                    break
+                self._optimizer_step()
+                position.step += 1
+                position.batches_in_epoch += 1
+                position.examples += int(videos)
+                window_loss += loss_total
+                window_examples += int(videos)
+                self.bar.update(int(videos))
+                if position.step % config.log_every_steps == 0:
+                    elapsed = time.perf_counter() - window_start
+                    self._log({"loss": window_loss / window_examples, "lr": self._lr(),
+                               "examples_per_sec": window_examples / elapsed})
+                    self.bar.set_postfix(loss=f"{window_loss / window_examples:.3f}", epoch=position.epoch + 1)
+                    window_loss, window_examples, window_start = 0.0, 0, time.perf_counter()
+                everyone = active == self.process.world_size  # the collectives below need every process
+                if everyone and config.eval_every_steps and position.step % config.eval_every_steps == 0 \
+                        and config.eval_data_pattern:
+                    self._validate()
+                if everyone and config.checkpoint_steps and position.step % config.checkpoint_steps == 0:
+                    self._save()
+                if stop:
+                    ended = "stopped"
+                    break
+                if config.max_steps and position.step >= config.max_steps:
+                    ended = "max_steps"
+                    break
+        return self._agree(ended)
+
+    def _forward_backward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """Forward and backward on one batch. Returns (label loss x videos, a tensor; videos)."""
+        frames = batch["frames"].to(self.device, non_blocking=True)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        with self.autocast:
+            predictions = self.ddp(frames)
+        label_loss = self.loss_fn(predictions.float(), labels)
+        loss = label_loss + self.config.regularization_penalty * self.model.regularization_loss()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        videos = len(batch["ids"])
+        # NaN when the full loss (penalties included) is not finite, without a device-to-host sync here.
+        loss_sum = torch.where(torch.isfinite(loss.detach()), label_loss.detach() * videos, torch.nan)
+        return loss_sum, videos
+
+    def _optimizer_step(self) -> None:
+        if self.config.clip_gradient_norm > 0:
+            clip_gradient_norms(self.model.parameters(), self.config.clip_gradient_norm)
+        lr = learning_rate(self.config, self.position.examples)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    _OUTCOMES = ("complete", "max_steps", "stopped", "infinite", "nan")  # later ones take precedence
+
+    def _agree(self, ended: str) -> str:
+        """After an epoch's Join: agree on how it ended and on the position (processes that ran out of
+        data early did not count the last steps)."""
+        if self.stop_signal is not None and ended == "complete":
+            ended = "stopped"  # a signal during the last step of the epoch
+        if not self.process.distributed:
+            return ended
+        p = self.position
+        values = torch.tensor([p.step, p.batches_in_epoch, p.examples, self._OUTCOMES.index(ended)],
+                              dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        step, batches, examples, outcome = values.tolist()
+        p.step, p.batches_in_epoch, p.examples = int(step), int(batches), int(examples)
+        return self._OUTCOMES[int(outcome)]

@@ -1,0 +1,302 @@
+"""The training loop: semantics of a step, the files of a run, resume, refusal, signals, DDP, seed flags."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from compactvid import checkpoint as ckpt
+from compactvid.cli import main
+from compactvid.config import Config
+from compactvid.errors import ConfigError
+from compactvid.train import check_resume_flags, clip_gradient_norms, create_optimizer, learning_rate
+from tiny_dataset import TINY_FLAGS, write_tiny_dataset
+
+TRAIN_VIDEOS, BATCH = 30, 4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    write_tiny_dataset(str(root), TRAIN_VIDEOS)
+    write_tiny_dataset(str(root), 10, prefix="validate", seed=1)
+    return {"train": str(root / "train*.tfrecord"), "validate": str(root / "validate*.tfrecord")}
+
+
+def train_flags(train_dir, data, *extra):
+    return [f"--train_dir={train_dir}", f"--train_data_pattern={data['train']}", *TINY_FLAGS, *extra]
+
+
+def run_train(train_dir, data, *extra) -> int:
+    return main(["train", *train_flags(train_dir, data, *extra)])
+
+
+def records(train_dir) -> list[dict]:
+    with open(os.path.join(train_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def newest_position(train_dir) -> dict:
+    return ckpt.load_latest_checkpoint(str(train_dir))[1]["position"]
+
+
+# --- one step ------------------------------------------------------------------------------------------
+
+def test_learning_rate_decays_in_stairs_of_examples():
+    config = Config(base_learning_rate=0.1, learning_rate_decay=0.5, learning_rate_decay_examples=100)
+    assert [learning_rate(config, n) for n in (0, 99, 100, 199, 250)] == [0.1, 0.1, 0.05, 0.05, 0.025]
+
+
+def test_each_gradient_tensor_is_clipped_on_its_own():
+    big, small = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2))
+    big.grad, small.grad = torch.tensor([3.0, 4.0, 0.0]), torch.tensor([0.3, 0.4])
+    clip_gradient_norms(iter([big, small]), 1.0)
+    torch.testing.assert_close(big.grad, torch.tensor([0.6, 0.8, 0.0]))
+    torch.testing.assert_close(small.grad, torch.tensor([0.3, 0.4]))  # a global clip would shrink it too
+
+
+def test_optimizers_by_the_seeds_names_or_torchs():
+    params = [nn.Parameter(torch.zeros(2))]
+    adam = create_optimizer(Config(base_learning_rate=2e-4), params)
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["lr"] == 2e-4
+    assert type(create_optimizer(Config(optimizer="GradientDescentOptimizer"), params)) is torch.optim.SGD
+    assert type(create_optimizer(Config(optimizer="AdamW"), params)) is torch.optim.AdamW
+    with pytest.raises(ConfigError, match="--optimizer='Bogus'"):
+        create_optimizer(Config(optimizer="Bogus"), params)
+
+
+# --- the files of a run ------------------------------------------------------------------------------
+
+def test_an_epoch_writes_config_params_checkpoint_metrics_and_events(tmp_path, data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert run_train(run, data, f"--eval_data_pattern={data['validate']}", "--num_epochs=1",
+                     "--log_every_steps=2") == 0
+    assert Config.from_json_file(str(run / "config.json")).dbof_cluster_size == 8
+    assert json.loads((run / "params.json").read_text())["total"] > 0
+    steps = -(-TRAIN_VIDEOS // BATCH)  # the last batch is smaller
+    assert [s for s, _ in ckpt.list_checkpoints(str(run))] == [steps]
+    position = newest_position(run)
+    assert (position["epoch"], position["examples"], position["batches_in_epoch"]) == (1, TRAIN_VIDEOS, 0)
+
+    logged = records(run)
+    train_keys = {"step", "epoch", "examples", "loss", "lr", "examples_per_sec"}
+    assert [r["step"] for r in logged[:-1]] == list(range(2, steps + 1, 2))
+    assert all(set(r) == train_keys for r in logged[:-1])
+    assert set(logged[-1]) == {"step", "epoch", "examples", "val_gap", "val_map", "val_hit_at_1", "val_perr",
+                               "val_loss"}
+    assert logged[-1]["step"] == steps and logged[-1]["examples"] == TRAIN_VIDEOS
+    assert 0 < logged[-1]["val_gap"] <= 1
+
+    events = EventAccumulator(str(run)).Reload()
+    assert {"train/loss", "train/lr", "train/examples_per_sec", "validation/gap"} <= set(events.Tags()["scalars"])
+
+
+def test_a_run_resumes_from_its_newest_checkpoint(tmp_path, data, caplog):
+    run = tmp_path / "run"
+    assert run_train(run, data, "--num_epochs=1", "--log_every_steps=1") == 0
+    caplog.set_level(logging.INFO)
+    assert run_train(run, data, "--num_epochs=2", "--log_every_steps=1") == 0
+    steps = -(-TRAIN_VIDEOS // BATCH)
+    assert f"resuming from step {steps}" in caplog.text
+    assert newest_position(run)["examples"] == 2 * TRAIN_VIDEOS
+    assert [r["step"] for r in records(run)] == list(range(1, 2 * steps + 1))
+
+
+def test_a_resume_continues_inside_the_epoch_where_it_stopped(tmp_path, data):
+    run = tmp_path / "run"
+    assert run_train(run, data, "--max_steps=3", "--num_epochs=1") == 0
+    assert newest_position(run) | {"examples_per_epoch": None} == {
+        "step": 3, "epoch": 0, "batches_in_epoch": 3, "examples": 3 * BATCH, "examples_per_epoch": None}
+    assert run_train(run, data, "--num_epochs=1") == 0
+    position = newest_position(run)
+    assert (position["epoch"], position["examples"]) == (1, TRAIN_VIDEOS)  # every video once, none twice
+
+
+def test_a_complete_run_has_nothing_left_to_do(tmp_path, data, caplog):
+    run = tmp_path / "run"
+    assert run_train(run, data, "--num_epochs=1") == 0
+    caplog.set_level(logging.INFO)
+    assert run_train(run, data, "--num_epochs=1") == 0
+    assert "nothing to do" in caplog.text
+
+
+# --- refusals and starting over -----------------------------------------------------------------------
+
+def test_changed_model_flags_are_refused_with_each_difference_and_the_ways_out(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    assert run_train(run, data, "--num_epochs=1") == 0
+    before = ckpt.list_checkpoints(str(run))
+    assert run_train(run, data, "--num_epochs=2", "--dbof_cluster_size=16", "--noadd_dbof", "--add_netvlad") == 1
+    message = capsys.readouterr().err
+    assert "--dbof_cluster_size: saved 8, now 16" in message
+    assert "--add_dbof: saved True, now False" in message
+    assert "--add_netvlad: saved False, now True" in message
+    assert "--start_new_model" in message and "another --train_dir" in message
+    assert ckpt.list_checkpoints(str(run)) == before
+
+
+def test_equal_meanings_are_not_differences():
+    saved = Config(feature_names=None, model="CirculantDiagonalNetwork")
+    check_resume_flags(saved, Config(feature_names="rgb,audio", feature_sizes="1024,128",
+                                     model="CirulantDiagonalNetwork", num_epochs=99), "dir")
+    with pytest.raises(ConfigError, match="--feature_names: saved None, now 'rgb'"):
+        check_resume_flags(saved, Config(feature_names="rgb", feature_sizes="1024"), "dir")
+
+
+def test_start_new_model_removes_only_what_training_wrote(tmp_path, data):
+    run = tmp_path / "run"
+    assert run_train(run, data, "--num_epochs=1") == 0
+    (run / "notes.txt").write_text("mine")
+    (run / "mine").mkdir()
+    (run / "mine" / "config.json").write_text("{}")
+    assert run_train(run, data, "--num_epochs=1", "--start_new_model", "--dbof_cluster_size=16") == 0
+    assert (run / "notes.txt").read_text() == "mine" and (run / "mine" / "config.json").exists()
+    assert newest_position(run)["examples"] == TRAIN_VIDEOS  # started over
+    assert len([n for n in os.listdir(run) if n.startswith("events.out.tfevents.")]) == 1
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    assert run_train(run, data, "--num_epochs=1") == 0
+    before = ckpt.list_checkpoints(str(run))
+    # A learning rate of 1e30 sends the weights to infinity within two steps: the loss becomes NaN.
+    assert run_train(run, data, "--num_epochs=3", "--base_learning_rate=1e30") == 1
+    message = capsys.readouterr().err
+    assert "the loss is nan" in message or "the loss is infinite" in message
+    assert f"{before[-1][1]} (step {before[-1][0]}), is kept" in message
+    assert ckpt.list_checkpoints(str(run)) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without GPUs")
+def test_num_gpu_without_gpus_trains_in_one_cpu_process(tmp_path, data, caplog):
+    caplog.set_level(logging.INFO)
+    assert run_train(tmp_path / "run", data, "--num_gpu=4", "--num_readers=100", "--max_steps=1") == 0
+    assert "--num_gpu=4: no GPU in use, training in one CPU process" in caplog.text
+    assert "--num_readers=100: using" in caplog.text
+
+
+# --- other processes: signals, kill -9, DDP --------------------------------------------------------------
+
+def start_training(train_dir, data, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "compactvid.cli", "train", *train_flags(train_dir, data, *extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training exited early ({process.returncode}): {process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for training")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_then_stops(tmp_path, data):
+    run = tmp_path / "run"
+    process = start_training(run, data, "--num_epochs=100000", "--log_every_steps=1", "--checkpoint_steps=0")
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(records(run)) >= 3, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "run the same command to resume" in err
+    saved = newest_position(run)
+    assert saved["step"] >= 3 and saved["step"] == records(run)[-1]["step"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_from_a_loadable_checkpoint(tmp_path, data, caplog):
+    run = tmp_path / "run"
+    # A checkpoint every step: the kill most likely lands in the middle of writing one.
+    process = start_training(run, data, "--num_epochs=100000", "--checkpoint_steps=1")
+    wait_for(lambda: len(ckpt.list_checkpoints(str(run))) >= 3, process)
+    process.kill()
+    process.wait(timeout=30)
+    path, state = ckpt.load_latest_checkpoint(str(run))
+    assert path == ckpt.list_checkpoints(str(run))[-1][1]  # the newest file loads
+    caplog.set_level(logging.INFO)
+    epochs = state["position"]["epoch"] + 1
+    assert run_train(run, data, f"--num_epochs={epochs}") == 0
+    assert f"resuming from step {state['position']['step']}" in caplog.text
+    assert newest_position(run)["examples"] == epochs * TRAIN_VIDEOS
+    assert not [n for n in os.listdir(run / "checkpoints") if n.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_read_each_video_of_an_epoch_once(tmp_path):
+    """13 videos over 3 files: the two processes' shares differ, so one runs out of batches first."""
+    write_tiny_dataset(str(tmp_path / "data"), 13, num_files=3)
+    run = tmp_path / "run"
+    flags = train_flags(run, {"train": str(tmp_path / "data" / "train*.tfrecord")}, "--batch_size=2",
+                        "--num_epochs=1", "--device=cpu", "--log_every_steps=1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "compactvid.cli", "train", *flags], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    position = newest_position(run)
+    assert (position["epoch"], position["examples"]) == (1, 13)
+    assert records(run)[-1]["examples"] == 13
+
+
+# --- the seed README's command lines -----------------------------------------------------------------
+
+SEED_PARAMS = (  # the README's PARAMS with TRAIN_FOLDER and N_GPUS expanded
+    "--train_data_pattern={folder}train*.tfrecord,{folder}validate[A-Za-z]*.tfrecord --frame_features=True "
+    "--feature_names=rgb,audio --feature_sizes=1024,128 --iterations=15 --sample_random_frames=True --num_gpu=4 "
+    "--num_readers=100 --batch_size=80 --num_epochs=15 --base_learning_rate=0.0002 --learning_rate_decay=0.8 "
+    "--data_augmentation=True --n_bagging=10 --moe_num_mixtures=4 --moe_add_batch_norm=True --k_factor=1 "
+    "--dbof_cluster_size=8192 --fc_hidden_size=512 --fv_cluster_size=64 --netvlad_cluster_size=64 "
+    "--model=CirulantDiagonalNetwork --start_new_model")
+SEED_LINES = [  # the 12 experiment lines, `python3 code/train.py --train_dir=${OUT_FOLDER}` removed
+    "--add_dbof=True --video_level_classifier_model=MoeModel",
+    "--add_dbof=True --use_d_matrix=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
+    "--add_dbof=True --video_level_classifier_model=MoeModel",
+    "--add_dbof=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
+    "--add_netvlad=True --video_level_classifier_model=MoeModel",
+    "--add_netvlad=True --fc_netvlad_circulant=True --video_level_classifier_model=MoeModel",
+    "--add_fisher_vector=True --video_level_classifier_model=MoeModel",
+    "--add_fisher_vector=True --fc_netvlad_circulant=True --video_level_classifier_model=MoeModel",
+    "--add_dbof=True --no_audio=True --video_level_classifier_model=MoeModel",
+    "--add_dbof=True --no_audio=True --dbof_circulant=True --video_level_classifier_model=MoeModel",
+    "--add_dbof=True --no_audio=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
+    "--add_dbof=True --no_audio=True --video_level_classifier_model=Circulant_MoeModel",
+]
+
+
+@pytest.fixture(scope="module")
+def full_size_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("yt8m")
+    write_tiny_dataset(str(folder), 2, num_files=1, rgb=1024, audio=128, classes=3862)
+    return str(folder) + os.sep
+
+
+@pytest.fixture(scope="module")
+def out_folder():
+    """One OUT_FOLDER for every line, as in the README (--start_new_model empties it each time); in memory
+    where possible, since each checkpoint at these sizes is about 450 MB."""
+    folder = tempfile.mkdtemp(prefix="compactvid-seed-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line", SEED_LINES)
+def test_the_seed_readme_command_lines_train_a_step(line, full_size_data, out_folder):
+    argv = [f"--train_dir={out_folder}", *line.split(), *SEED_PARAMS.format(folder=full_size_data).split(),
+            "--max_steps=1"]
+    assert main(["train", *argv]) == 0
+    assert newest_position(out_folder)["step"] == 1
