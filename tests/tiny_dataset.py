@@ -49,3 +49,14 @@ def write_tiny_dataset(directory: str, num_videos: int, *, num_files: int = 2, l
                               "audio": [f[rgb:].tobytes() for f in quantized]}).SerializeToString())
                 ids.append(video_id)
     return ids
+
+
+def train_tiny_run(train_dir: str, data_dir: str, *extra: str) -> None:
+    """Write tiny train/validate files into `data_dir` and train one epoch on them into `train_dir`."""
+    from compactvid.cli import main
+
+    write_tiny_dataset(data_dir, 30)
+    write_tiny_dataset(data_dir, 10, prefix="validate", seed=1)
+    status = main(["train", f"--train_dir={train_dir}", f"--train_data_pattern={data_dir}/train*.tfrecord",
+                   f"--eval_data_pattern={data_dir}/validate*.tfrecord", "--num_epochs=1", *TINY_FLAGS, *extra])
+    assert status == 0
