@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from compactvid.config import Config
-from compactvid.data.loader import make_loader, num_workers
+from compactvid.data.loader import make_loader, num_workers, prepare_frames
 from compactvid.data.sampling import augmentation_halves, sample_frame_indices
 from compactvid.data.yt8m import dequantize
 from compactvid.errors import DataError
@@ -179,3 +179,31 @@ def test_num_readers_capped_at_cpus(caplog):
         assert num_workers(100000) < 100000
     assert "--num_readers=100000" in caplog.text
     assert num_workers(0) == 0
+
+
+def test_quantized_batches_give_the_same_frames_after_prepare_frames(tmp_path):
+    write_frame_files(tmp_path, [5, 3], frames=[1, 2, 9, 40])
+    config = _config(data_augmentation=True, batch_size=4)
+    floats = list(make_loader(f"{tmp_path}/part*", config, training=True, epoch=2))
+    quantized = list(make_loader(f"{tmp_path}/part*", config, training=True, epoch=2, dequantize=False))
+    assert [b["ids"] for b in floats] == [b["ids"] for b in quantized]
+    for f, q in zip(floats, quantized):
+        assert q["frames"].dtype == torch.uint8 and q["frames"].shape == f["frames"].shape
+        assert torch.equal(prepare_frames(q["frames"]), f["frames"])
+        assert torch.equal(q["labels"], f["labels"]) and torch.equal(q["num_frames"], f["num_frames"])
+    assert prepare_frames(floats[0]["frames"]) is floats[0]["frames"]
+
+
+def test_batch_buffers_are_reused_only_once_released(tmp_path):
+    write_frame_files(tmp_path, [30])
+    config = _config(batch_size=2)
+    kept = [b["frames"] for b in make_loader(f"{tmp_path}/part*", config, training=False)]
+    assert len({t.data_ptr() for t in kept}) == len(kept) == 15  # every batch kept: none overwritten
+    copies = [t.clone() for t in kept]
+    assert all(torch.equal(a, b) for a, b in zip(kept, copies))
+    pointers = set()
+    for batch in make_loader(f"{tmp_path}/part*", config, training=False):
+        pointers.add(batch["frames"].data_ptr())
+    assert len(pointers) < 15  # released batches were reused
+    assert [torch.equal(b["frames"], c) for b, c in
+            zip(make_loader(f"{tmp_path}/part*", config, training=False), copies)] == [True] * 15

@@ -85,13 +85,14 @@ def read_records(stream: BinaryIO, path: str, check_crc: bool = True, start_inde
         if keep is not None and not keep(index):
             stream.seek(length + _FOOTER.size, 1)
         else:
-            body = stream.read(length + _FOOTER.size)
-            if len(body) < length + _FOOTER.size:
-                raise RecordError(f"{where}: file truncated: record of {length} bytes, only "
-                                  f"{max(0, len(body) - _FOOTER.size)} present; re-download or re-write the file",
+            payload = stream.read(length)  # read apart from the footer: slicing would copy the payload
+            footer = stream.read(_FOOTER.size)
+            if len(payload) < length or len(footer) < _FOOTER.size:
+                missing = length + _FOOTER.size - len(payload) - len(footer)
+                raise RecordError(f"{where}: file truncated: the file ends {missing} bytes before the end of "
+                                  f"this record (of {length} bytes); re-download or re-write the file",
                                   resumable=False, index=index)
-            payload = body[:length]
-            if check_crc and masked_crc32c(payload) != _FOOTER.unpack_from(body, length)[0]:
+            if check_crc and masked_crc32c(payload) != _FOOTER.unpack(footer)[0]:
                 raise RecordError(f"{where}: payload CRC mismatch (the record is corrupt)", resumable=True,
                                   index=index)
             yield Record(path, index, offset, payload)

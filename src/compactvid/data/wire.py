@@ -10,11 +10,17 @@ view of the record, checked with one vectorized comparison of the headers.
 Anything else (non-canonical encodings, repeated top-level fields, unknown fields inside the map,
 frames of other sizes, missing lists, malformed bytes) is reported as `None`, and the caller decodes the
 record with the protobuf library, which is the authority on what the record means and on its errors.
-The tests check that both paths agree on valid, random and mutated records.
+Feature lists that are not asked for are skipped by their length prefix without being decoded, as a
+protobuf parser skips unknown fields (`compactvid inspect` decodes whole messages). The tests check
+that both paths agree on valid, random and mutated records.
+
+Measured on 300-frame records: the protobuf library takes ~50 us to parse one and ~250 us more to hand
+out its 600 frames as Python objects; this scan takes ~25 us and hands out two numpy views.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -75,6 +81,7 @@ def _fields(buf: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]
     return fields
 
 
+@functools.lru_cache(maxsize=64)
 def _frame_layout(size: int) -> tuple[int, np.ndarray]:
     """Stride and header bytes of one canonically encoded frame of `size` bytes in a FeatureList:
     ``0x0A len(Feature) [0x0A len(BytesList) [0x0A len(frame) frame]]``."""
@@ -148,7 +155,7 @@ def _scan(payload: bytes, names: Sequence[str], sizes: Sequence[int]
         if rest:
             return None
         rows = array[start:stop].reshape(count, stride)
-        if count and not np.array_equal(rows[:, :len(header)], np.broadcast_to(header, (count, len(header)))):
+        if count and not (rows[:, :len(header)] == header).all():
             return None
         frames.append(rows[:, len(header):])
     return context, frames

@@ -245,7 +245,8 @@ class RecordDecoder:
         if labels_feature.WhichOneof("kind") not in (None, "int64_list"):
             raise DataError(f"{record.where()}: 'labels' is a {labels_feature.WhichOneof('kind')}, expected an "
                             f"int64 list")
-        labels = np.asarray(labels_feature.int64_list.value, dtype=np.int64)
+        values = labels_feature.int64_list.value
+        labels = np.fromiter(values, dtype=np.int64, count=len(values))
         if labels.size and (labels.min() < 0 or (self.num_classes is not None and labels.max() >= self.num_classes)):
             bad = labels[(labels < 0) | (labels >= (self.num_classes or np.iinfo(np.int64).max))]
             raise DataError(f"{record.where()}: label {int(bad[0])} of video {video_id!r} is out of range "
