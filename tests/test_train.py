@@ -300,3 +300,26 @@ def test_the_seed_readme_command_lines_train_a_step(line, full_size_data, out_fo
             "--max_steps=1"]
     assert main(["train", *argv]) == 0
     assert newest_position(out_folder)["step"] == 1
+
+
+# --- the whole workflow ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_train_eval_inference_on_generated_data_learns(tmp_path):
+    from compactvid.data.synthetic import write_dataset
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    summary = write_dataset(str(data), 800, 20, seed=0, progress=False)
+    assert main(["train", f"--train_dir={run}", f"--train_data_pattern={data}/train*.tfrecord",
+                 f"--eval_data_pattern={data}/validate*.tfrecord", "--num_classes=20", "--add_dbof",
+                 "--dbof_cluster_size=32", "--fc_hidden_size=32", "--iterations=10", "--batch_size=16",
+                 "--num_epochs=4", "--batch_norm_decay=0.9", "--num_readers=0"]) == 0
+    assert main(["eval", f"--train_dir={run}", f"--eval_data_pattern={data}/validate*.tfrecord", "--run_once",
+                 f"--json={tmp_path / 'eval.json'}"]) == 0
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["gap"] > 0.5, results
+    assert main(["inference", f"--train_dir={run}", f"--input_data_pattern={data}/test*.tfrecord",
+                 f"--output_file={tmp_path / 'predictions.csv'}"]) == 0
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "VideoId,LabelConfidencePairs" and len(rows) == 1 + summary.videos["test"]
+    assert all(len(row.split(",")[1].split()) == 2 * 20 for row in rows[1:])  # top 20 of 20 classes
