@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from compactvid.data import proto
 from compactvid.data.paths import expand_pattern
-from compactvid.data.tfrecord import Record, RecordError, iter_records
+from compactvid.data.tfrecord import Record, iter_records
 from compactvid.data.wire import scan_sequence_example
 from compactvid.errors import DataError
 
