@@ -68,3 +68,11 @@ def test_malformed_unused_feature_list_is_reported(tmp_path, capsys):
     path = write_file(tmp_path / "x.tfrecord", [bytes(payload)])
     code, _, err = _run(capsys, path, "--feature_sizes=8,4")
     assert code == 1 and "record 0 (byte 0): not a tf.train.SequenceExample" in err
+
+
+def test_fsspec_memory_path(capsys):
+    frames = [np.zeros((3, 8), np.uint8), np.zeros((3, 4), np.uint8)]
+    write_file("memory://inspect/train0.tfrecord", [frame_payload("m", [2], frames)] * 2)
+    code, out, _ = _run(capsys, "memory://inspect/train*", "--feature_sizes=8,4", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["num_records"] == 2 and summary["frames_per_video"]["max"] == 3
