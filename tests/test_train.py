@@ -180,6 +180,26 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert ckpt.list_checkpoints(str(run)) == before
 
 
+def test_video_level_models_train_on_mean_features(tmp_path, capsys):
+    write_tiny_dataset(str(tmp_path / "data"), 20, video_level=True)
+    write_tiny_dataset(str(tmp_path / "data"), 8, video_level=True, prefix="validate", seed=1)
+    run = tmp_path / "run"
+    assert main(["train", f"--train_dir={run}", f"--train_data_pattern={tmp_path}/data/train*",
+                 f"--eval_data_pattern={tmp_path}/data/validate*", "--frame_features=False", "--model=MoeModel",
+                 "--feature_sizes=16,8", "--num_classes=5", "--batch_size=4", "--num_readers=0",
+                 "--num_epochs=2"]) == 0
+    assert Config.from_json_file(str(run / "config.json")).feature_name_list == ["mean_rgb", "mean_audio"]
+    assert newest_position(run)["examples"] == 40
+    assert "val_gap" in records(run)[-1]
+
+
+def test_validation_runs_every_eval_every_steps_and_once_at_the_end_of_the_epoch(tmp_path, data):
+    run = tmp_path / "run"
+    assert run_train(run, data, f"--eval_data_pattern={data['validate']}", "--eval_every_steps=4",
+                     "--num_epochs=1", "--log_every_steps=100") == 0
+    assert [r["step"] for r in records(run) if "val_gap" in r] == [4, 8]  # step 8 ends the epoch
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without GPUs")
 def test_num_gpu_without_gpus_trains_in_one_cpu_process(tmp_path, data, caplog):
     caplog.set_level(logging.INFO)

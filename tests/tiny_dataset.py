@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from compactvid.data.proto import make_sequence_example
+from compactvid.data.proto import make_example, make_sequence_example
 from compactvid.data.tfrecord import TFRecordWriter
 
 RGB, AUDIO, CLASSES = 16, 8, 5
@@ -24,11 +24,11 @@ TINY_FLAGS = [f"--feature_names=rgb,audio", f"--feature_sizes={RGB},{AUDIO}", f"
 
 def write_tiny_dataset(directory: str, num_videos: int, *, num_files: int = 2, labels: bool = True,
                        seed: int = 0, prefix: str = "train", rgb: int = RGB, audio: int = AUDIO,
-                       classes: int = CLASSES) -> list[str]:
+                       classes: int = CLASSES, video_level: bool = False) -> list[str]:
     """Write `num_videos` videos into `num_files` files `<prefix>NNNN.tfrecord`; returns their ids in order.
 
     The class patterns depend on `classes` and the sizes only, so files written with different seeds
-    (train / validate / test) share them."""
+    (train / validate / test) share them. `video_level`: Examples with mean_rgb and mean_audio instead."""
     patterns = np.random.default_rng(12345).uniform(-1.5, 1.5, size=(classes, rgb + audio))
     rng = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
@@ -44,6 +44,12 @@ def write_tiny_dataset(directory: str, num_videos: int, *, num_files: int = 2, l
                 context = {"id": video_id.encode()}
                 if labels:
                     context["labels"] = sorted(int(c) for c in video_classes)
+                if video_level:
+                    mean = quantized.astype(np.float32).mean(axis=0) * 4 / 255 - 2
+                    writer.write(make_example({**context, "mean_rgb": mean[:rgb].tolist(),
+                                               "mean_audio": mean[rgb:].tolist()}).SerializeToString())
+                    ids.append(video_id)
+                    continue
                 writer.write(make_sequence_example(
                     context, {"rgb": [f[:rgb].tobytes() for f in quantized],
                               "audio": [f[rgb:].tobytes() for f in quantized]}).SerializeToString())

@@ -307,7 +307,10 @@ def _run_process(config: Config, prepared: bool = False) -> int:
     try:
         resume = _prepare_everywhere(config, process, prepared)
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-        return Trainer(_capped_readers(config, local_processes), process, resume).run()
+        status = Trainer(_capped_readers(config, local_processes), process, resume).run()
+        if process.distributed:
+            dist.barrier()  # rank 0 may still be writing the last checkpoint: nobody exits before it is done
+        return status
     finally:
         if process.distributed:
             dist.destroy_process_group()
@@ -417,6 +420,7 @@ class Trainer:
         self.loss_fn = create_loss(config.label_loss)
         self.position = Position()
         self.stop_signal: Optional[int] = None
+        self.validated_step: Optional[int] = None
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and config.mixed_precision else contextlib.nullcontext())
         if resume:
@@ -498,7 +502,11 @@ class Trainer:
         self.writer.flush()
 
     def _validate(self) -> None:
-        """Evaluate on --eval_data_pattern (each process its share), log val_* (a collective)."""
+        """Evaluate on --eval_data_pattern (each process its share), log val_* (a collective). Once per
+        step: the end of an epoch may also be an --eval_every_steps step."""
+        if self.validated_step == self.position.step:
+            return
+        self.validated_step = self.position.step
         loader = make_loader(self.config.eval_data_pattern, self.config, training=False,
                              rank=self.process.rank, world_size=self.process.world_size)
         start = time.perf_counter()
