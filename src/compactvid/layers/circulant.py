@@ -35,71 +35,131 @@ __all__ = ["CirculantLinear", "DIAG_VARIANTS"]
 DIAG_VARIANTS = ("learned", "sign", "none")
 
 
-def _rfft(t: Tensor) -> Tensor:
-    """rfft over the last dim; MKL rejects empty batches, which are valid layer inputs."""
-    if t.numel() == 0:
-        return torch.zeros(*t.shape[:-1], t.shape[-1] // 2 + 1, dtype=t.dtype.to_complex(), device=t.device)
-    return torch.fft.rfft(t, dim=-1)
+# On CPU, rows are processed in chunks so that every intermediate (products, spectra, partial
+# gradients) stays in cache and its memory is reused from one chunk to the next: a fresh multi-MB
+# allocation costs more in page faults than the FFT that fills it. MKL has no plan cache, so each FFT
+# call pays a setup proportional to n: a chunk holds at least CPU_MIN_TRANSFORMS rows x blocks.
+CPU_CHUNK_ELEMENTS = 1 << 18
+CPU_MIN_TRANSFORMS = 64
 
 
-def _irfft(t: Tensor, n: int) -> Tensor:
-    if t.numel() == 0:
-        return torch.zeros(*t.shape[:-1], n, dtype=t.real.dtype, device=t.device)
-    return torch.fft.irfft(t, n=n, dim=-1)
+def _chunk_rows(x: Tensor, blocks: int) -> int:
+    """Rows per chunk: about CPU_CHUNK_ELEMENTS elements per chunk, chunks of equal size."""
+    rows, n = x.shape
+    if x.device.type != "cpu" or rows == 0:
+        return max(1, rows)
+    transforms = max(CPU_MIN_TRANSFORMS, CPU_CHUNK_ELEMENTS // n)
+    target = max(1, -(-transforms // blocks))
+    chunks = -(-rows // target)
+    return -(-rows // chunks)
 
 
-class _CirculantFactor(torch.autograd.Function):
-    """One factor applied to every block: ``[R, n]`` (shared input) or ``[R, blocks, n]`` -> ``[R, blocks, n]``.
+def _chain_forward(x: Tensor, w_conj: Tensor, diag: Tensor | None, sign: Tensor | None) -> Tensor:
+    """Apply the k factors of every block to rows ``x [c, n]`` -> ``[c, blocks, n]``.
 
-    ``weight`` is ``[blocks, n]``; ``diag`` (learned, applied before) and ``sign`` (fixed, applied after)
-    are ``[blocks, n]`` or None.
+    ``w_conj [blocks, k, n//2+1]`` is the conjugated spectrum of the first rows.
+    """
+    n = x.shape[-1]
+    h = x.unsqueeze(1)  # [c, 1, n]: the first factor's input is shared by every block
+    for f in range(w_conj.shape[1]):
+        spectrum = torch.fft.rfft(h * diag[:, f] if diag is not None else h, dim=-1)
+        # In place unless the spectrum is the shared [c, 1, n//2+1] one that broadcasts over blocks.
+        product = spectrum.mul_(w_conj[:, f]) if spectrum.shape[1] == w_conj.shape[0] else spectrum * w_conj[:, f]
+        h = torch.fft.irfft(product, n=n, dim=-1)
+        if sign is not None:
+            h.mul_(sign[:, f])
+    return h
+
+
+def _chain_inputs(
+    x: Tensor, w_conj: Tensor, diag: Tensor | None, sign: Tensor | None
+) -> list[tuple[Tensor, Tensor]]:
+    """For each factor, its input ``[c, 1 or blocks, n]`` and the spectrum of that input after the
+    learned diagonal: what the backward pass needs (the last factor's output is not computed)."""
+    n = x.shape[-1]
+    h = x.unsqueeze(1)
+    saved = []
+    k = w_conj.shape[1]
+    for f in range(k):
+        spectrum = torch.fft.rfft(h * diag[:, f] if diag is not None else h, dim=-1)
+        saved.append((h, spectrum))
+        if f + 1 < k:
+            h = torch.fft.irfft(spectrum * w_conj[:, f], n=n, dim=-1)
+            if sign is not None:
+                h.mul_(sign[:, f])
+    return saved
+
+
+class _CirculantFunction(torch.autograd.Function):
+    """``x [R, n] -> y [R, out_features]`` for stacked diagonal-circulant blocks (see module doc).
+
+    Nothing but the inputs is saved: the backward pass recomputes each chunk's spectra, which is
+    cheaper on CPU than writing and re-reading (and page-faulting in) spectra of the whole batch.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, diag: Tensor | None, sign: Tensor | None) -> Tensor:
-        n = weight.shape[-1]
-        shared = x.dim() == 2
-        xb = x.unsqueeze(-2) if shared else x
-        u = xb * diag if diag is not None else xb
-        spectrum_w = _rfft(weight)
-        spectrum_u = _rfft(u)
-        y = _irfft(spectrum_u * spectrum_w.conj(), n)
-        if sign is not None:
-            y = y * sign
-        ctx.save_for_backward(x if diag is not None else None, spectrum_u, spectrum_w, diag, sign)
-        ctx.shared = shared
-        ctx.n = n
+    def forward(
+        ctx, x: Tensor, weight: Tensor, diag: Tensor | None, sign: Tensor | None, out_features: int
+    ) -> Tensor:
+        blocks, _, n = weight.shape
+        w_conj = torch.fft.rfft(weight, dim=-1).conj_physical()
+        y = x.new_empty(x.shape[0], out_features)
+        step = _chunk_rows(x, blocks)
+        for start in range(0, x.shape[0], step):
+            h = _chain_forward(x[start : start + step], w_conj, diag, sign)
+            y[start : start + step] = h.reshape(h.shape[0], blocks * n)[:, :out_features]
+        ctx.save_for_backward(x, weight, diag, sign, w_conj)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y: Tensor):
-        x, spectrum_u, spectrum_w, diag, sign = ctx.saved_tensors
-        n = ctx.n
-        g = grad_y * sign if sign is not None else grad_y
-        spectrum_g = _rfft(g)
-        grad_weight = grad_diag = grad_x = None
-        if ctx.needs_input_grad[1]:
-            # d/dw_m of sum_i g_i sum_m' w_m' u_{i+m'} = sum_i g_i u_{i+m}: a correlation, summed over rows.
-            corr = (spectrum_g.conj() * spectrum_u).reshape(-1, *spectrum_w.shape).sum(0)
-            grad_weight = _irfft(corr, n)
-        need_u_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]
-        if need_u_grad:
-            # The adjoint of a correlation with w is a convolution with w.
-            product = spectrum_g * spectrum_w
-            if diag is None and ctx.shared:
-                grad_x = _irfft(product.sum(-2), n)
-            else:
-                grad_u = _irfft(product, n)
+        x, weight, diag, sign, w_conj = ctx.saved_tensors
+        blocks, k, n = weight.shape
+        out_features = grad_y.shape[1]
+        need_x = ctx.needs_input_grad[0]
+        # Sum over rows of conj(G) * U per block and factor: the spectrum of the weight gradient.
+        corr = torch.zeros_like(w_conj) if ctx.needs_input_grad[1] else None
+        grad_diag = torch.zeros_like(diag) if diag is not None and ctx.needs_input_grad[2] else None
+        grad_x = torch.empty_like(x) if need_x else None
+        w = w_conj.conj()
+        step = _chunk_rows(x, blocks)
+        padded = None
+        for start in range(0, x.shape[0], step):
+            xc = x[start : start + step]
+            saved = _chain_inputs(xc, w_conj, diag, sign)
+            gc = grad_y[start : start + step]
+            if out_features < blocks * n:
+                # Truncated outputs get zero gradient.
+                if padded is None or padded.shape[0] != gc.shape[0]:
+                    padded = gc.new_zeros(gc.shape[0], blocks * n)
+                padded[:, :out_features] = gc
+                gc = padded
+            g = gc.reshape(gc.shape[0], blocks, n)
+            for f in reversed(range(k)):
+                h, spectrum_u = saved[f]
+                if sign is not None:
+                    g = g * sign[:, f]
+                spectrum_g = torch.fft.rfft(g, dim=-1)
+                if corr is not None:
+                    # d/dw_m of sum_i g_i sum_m' w_m' u_(i+m') = sum_i g_i u_(i+m): a correlation of g, u.
+                    corr[:, f] += torch.linalg.vecdot(spectrum_g, spectrum_u.expand_as(spectrum_g), dim=0)
+                if f == 0 and not need_x and grad_diag is None:
+                    break
+                # The adjoint of a correlation with w is a convolution with w.
+                product = spectrum_g * w[:, f]
+                if f == 0 and diag is None:
+                    grad_x[start : start + step] = torch.fft.irfft(product.sum(1), n=n, dim=-1)
+                    break
+                g = torch.fft.irfft(product, n=n, dim=-1)
                 if diag is not None:
-                    xb = x.unsqueeze(-2) if ctx.shared else x
-                    if ctx.needs_input_grad[2]:
-                        grad_diag = (grad_u * xb).reshape(-1, *diag.shape).sum(0)
-                    grad_u = grad_u * diag
-                grad_x = grad_u.sum(-2) if ctx.shared else grad_u
-        if not ctx.needs_input_grad[0]:
-            grad_x = None
-        return grad_x, grad_weight, grad_diag, None
+                    if grad_diag is not None:
+                        grad_diag[:, f] += (g * h).sum(0)
+                    g = g * diag[:, f]
+                if f == 0 and need_x:
+                    grad_x[start : start + step] = g.sum(1)
+        grad_weight = torch.fft.irfft(corr, n=n, dim=-1) if corr is not None else None
+        return grad_x, grad_weight, grad_diag, None, None
 
 
 class CirculantLinear(nn.Module):
@@ -201,18 +261,13 @@ class CirculantLinear(nn.Module):
             return t if t is None or dtype is None else t.to(dtype)
 
         weight, diag, sign, bias = cast(self.weight), cast(self.diag), cast(self.sign), cast(self.bias)
-        lead = x.shape[:-1]
-        h = x.reshape(-1, self.in_features)
-        for f in range(self.k_factor):
-            h = _CirculantFactor.apply(
-                h,
-                weight[:, f],
-                None if diag is None else diag[:, f],
-                None if sign is None else sign[:, f],
+        if x.dtype != weight.dtype:
+            raise RuntimeError(
+                f"CirculantLinear got a {x.dtype} input for {weight.dtype} parameters; convert one of them "
+                f"(e.g. layer.to({x.dtype}) or x.to({weight.dtype}))"
             )
-        y = h.reshape(h.shape[0], self.blocks * self.in_features)
-        if y.shape[1] != self.out_features:
-            y = y[:, : self.out_features].contiguous()
+        lead = x.shape[:-1]
+        y = _CirculantFunction.apply(x.reshape(-1, self.in_features), weight, diag, sign, self.out_features)
         if bias is not None:
             y = y + bias
         return y.reshape(*lead, self.out_features)
