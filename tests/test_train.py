@@ -272,6 +272,31 @@ def test_two_ddp_processes_read_each_video_of_an_epoch_once(tmp_path):
     assert records(run)[-1]["examples"] == 13
 
 
+SPAWN = """
+import sys
+from compactvid.flags import parse_config
+from compactvid import train
+config, _ = parse_config(sys.argv[1:])
+train.prepare_train_dir(config)
+sys.exit(train._spawn(config, 2))  # what --num_gpu=2 does on a machine with 2 GPUs, here with gloo on CPU
+"""
+
+
+@pytest.mark.slow
+def test_num_gpu_processes_stop_together_on_sigterm_with_a_checkpoint(tmp_path, data):
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-c", SPAWN, *train_flags(run, data, "--num_epochs=100000",
+                                "--device=cpu", "--log_every_steps=1", "--checkpoint_steps=0")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(records(run)) >= 3, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    saved = newest_position(run)
+    assert saved["step"] >= 3 and saved["step"] == records(run)[-1]["step"]
+    assert saved["examples"] == records(run)[-1]["examples"]
+
+
 # --- the seed README's command lines -----------------------------------------------------------------
 
 SEED_PARAMS = (  # the README's PARAMS with TRAIN_FOLDER and N_GPUS expanded

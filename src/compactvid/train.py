@@ -41,6 +41,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
@@ -285,7 +286,7 @@ def _spawned_process(rank: int, config: Config, env: dict[str, str]) -> None:
         status = _run_process(config, prepared=True)
     except CompactVidError as error:
         if rank == 0:
-            print(f"compactvid train: error: {error}", flush=True)
+            print(f"compactvid train: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1)
     if status:
         raise SystemExit(status)
