@@ -63,6 +63,15 @@ def _as_tensor(values: Array, name: str) -> torch.Tensor:
     return tensor
 
 
+def _count_per_class(truth: torch.Tensor) -> torch.Tensor:
+    """Column sums of multi-hot ``[videos, classes]`` labels: ``[classes]`` counts."""
+    if truth.device.type == "cpu" and truth.dtype in (torch.float32, torch.float64) and truth.shape[0] < 2**24:
+        # On CPU a vector-matrix product is ~3x faster than sum(dim=0); every partial sum is an integer
+        # below 2**24, so the float result is exact.
+        return torch.ones(truth.shape[0], dtype=truth.dtype) @ truth
+    return truth.sum(dim=0)
+
+
 def _top_predictions(predictions: Array, labels: Array, top_k: int) -> _TopPredictions:
     """Extract each video's top-k pairs and per-video hits/precisions from ``[videos, classes]`` arrays."""
     if top_k < 1:
@@ -78,7 +87,7 @@ def _top_predictions(predictions: Array, labels: Array, top_k: int) -> _TopPredi
     # Only the passes over the [videos, classes] arrays run in torch (on their device); the rest works on
     # [videos, depth] arrays in numpy, where small operations do not pay for thread synchronisation.
     labels_per_video = truth.sum(dim=1).cpu().numpy().astype(np.int64)
-    class_positives = truth.sum(dim=0).cpu().numpy().astype(np.int64)
+    class_positives = _count_per_class(truth).cpu().numpy().astype(np.int64)
     # PERR needs each video's top n, n its number of labels: one sorted top-k deep enough for the pool
     # and for PERR avoids a second pass over the predictions.
     depth = min(max(k, int(labels_per_video.max(initial=0))), num_classes)
