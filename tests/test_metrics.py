@@ -257,6 +257,8 @@ def test_invalid_inputs_are_refused():
         metrics.merge(EvaluationMetrics(4, top_k=5))
     with pytest.raises(ValueError, match=r"\[videos, classes\]"):
         gap(np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match=r"\[videos, classes\]"):
+        perr(np.zeros((3, 0)), np.zeros((3, 0)))
 
 
 def _distributed_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:

@@ -58,7 +58,7 @@ def _as_tensor(values: Array, name: str) -> torch.Tensor:
     if isinstance(values, np.ndarray):
         values = np.ascontiguousarray(values)  # torch refuses negative strides (e.g. x[::-1])
     tensor = torch.as_tensor(values).detach()
-    if tensor.ndim != 2:
+    if tensor.ndim != 2 or tensor.shape[1] == 0:
         raise ValueError(f"{name} must be a [videos, classes] array, got shape {tuple(tensor.shape)}")
     return tensor
 
