@@ -520,7 +520,12 @@ class Trainer:
                        f"GAP {results['gap']:.4f}  mAP {results['map']:.4f}  Hit@1 {results['hit_at_1']:.4f}  "
                        f"PERR {results['perr']:.4f}  loss {results['loss']:.4f}  "
                        f"({time.perf_counter() - start:.1f} s)")
-            (self.bar.write if self.bar is not None else log.info)(message)
+            self._say(message)
+
+    def _say(self, message: str) -> None:
+        """A line for the user (rank 0), printed above the progress bar."""
+        if self.process.is_main:
+            tqdm.write(message, file=sys.stderr)
 
     # -- training --
 
@@ -547,8 +552,9 @@ class Trainer:
                          "--max_steps to train further", config.train_dir, position.epoch, position.step)
             return 0
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # The bar shows on a terminal only (rank 0); logs get the epoch and validation lines instead.
         self.bar = tqdm(total=self._total_examples(), initial=position.examples, unit="ex", unit_scale=True,
-                        dynamic_ncols=True, disable=not self.process.is_main, smoothing=0.1)
+                        dynamic_ncols=True, disable=None if self.process.is_main else True, smoothing=0.1)
         try:
             while position.epoch < config.num_epochs:
                 outcome = self._train_epoch()
@@ -572,6 +578,9 @@ class Trainer:
                     position.examples_per_epoch = position.examples
                     self.bar.total = self._total_examples()
                     self.bar.refresh()
+                self._say(f"epoch {position.epoch + 1} done at step {position.step}: {self.epoch_examples} "
+                          f"examples in {time.perf_counter() - self.epoch_start:.1f} s, mean training loss "
+                          f"{self.epoch_loss / max(self.epoch_examples, 1):.4f}")
                 if config.eval_data_pattern:
                     self._validate()
                 position.epoch += 1
@@ -622,6 +631,7 @@ class Trainer:
         config, position = self.config, self.position
         ended = "complete"
         window_loss, window_examples, window_start = 0.0, 0, time.perf_counter()
+        self.epoch_loss, self.epoch_examples, self.epoch_start = 0.0, 0, window_start
         joinables = [self.ddp, self.stats] if self.process.distributed else []
         self.model.train()
         with Join(joinables) if joinables else contextlib.nullcontext():
@@ -638,6 +648,8 @@ class Trainer:
                 position.examples += int(videos)
                 window_loss += loss_total
                 window_examples += int(videos)
+                self.epoch_loss += loss_total
+                self.epoch_examples += int(videos)
                 self.bar.update(int(videos))
                 if position.step % config.log_every_steps == 0:
                     elapsed = time.perf_counter() - window_start
