@@ -8,9 +8,10 @@ circulant (DBoF: --dbof_circulant --fc_dbof_circulant; NetVLAD: --fc_netvlad_cir
 - training: examples/s of the training step of `compactvid train` (forward, the original's loss and L2
   penalty, backward, per-tensor gradient clipping, Adam), on a fixed batch already in memory, so that
   the model is measured and not the data pipeline (see bench_data.py for that); median over steps.
-- peak memory: on CPU, the peak resident memory of a fresh process that builds the model and trains,
-  minus what the process held before building it (torch imported); on GPU, torch.cuda.max_memory_allocated.
 - inference: milliseconds per video, batch of 1, one CPU thread (or the GPU), eval mode; median.
+  Dense and compact steps alternate in one process, so a shared machine slows both alike.
+- peak memory: on CPU, the peak resident memory of a fresh process that builds the model and trains two
+  steps, minus what it held before (torch imported); on GPU, torch.cuda.max_memory_allocated.
 
 Profiles: ``cpu`` (default) is the experiments' small profile (--dbof_cluster_size=512
 --fc_hidden_size=128 --netvlad_cluster_size=16 --fv_cluster_size=16 --n_bagging=2) with the README's
@@ -51,73 +52,114 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def measure(flags: list[str], device_name: str, steps: int, inference_runs: int) -> dict:
-    """Build the model of `flags`, time training steps and batch-1 inference. Run in a fresh process."""
-    import logging
+class _Run:
+    """A model of `flags` with its optimizer, a fixed batch, and the training step of `compactvid train`."""
 
+    def __init__(self, flags: list[str], device: "torch.device") -> None:
+        import logging
+
+        import torch
+
+        from compactvid.flags import parse_config
+        from compactvid.losses import create_loss
+        from compactvid.models import create_model, parameter_report
+        from compactvid.train import create_optimizer
+
+        logging.getLogger("compactvid").setLevel(logging.ERROR)  # the profile's notes on flags of other models
+        self.config, _ = parse_config(flags)
+        self.device = device
+        torch.manual_seed(0)
+        c = self.config
+        shape = (c.batch_size, c.n_bagging, c.iterations, sum(c.feature_size_list))
+        self.frames = torch.nn.functional.normalize(torch.randn(shape), dim=-1).to(device)
+        self.labels = (torch.rand(c.batch_size, c.num_classes) < 3 / c.num_classes).float().to(device)
+        self.model = create_model(c).to(device)
+        self.parameters = parameter_report(self.model, c)["total"]
+        self.optimizer = create_optimizer(c, self.model.parameters())
+        self.loss_fn = create_loss(c.label_loss)
+
+    def train_step(self) -> None:
+        import torch
+
+        from compactvid.train import clip_gradient_norms, learning_rate
+
+        c, model = self.config, self.model
+        model.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            predictions = model(self.frames)
+        loss = self.loss_fn(predictions.float(), self.labels) + c.regularization_penalty * model.regularization_loss()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradient_norms(model.parameters(), c.clip_gradient_norm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(c, 0)
+        self.optimizer.step()
+
+    def infer_one(self) -> None:
+        import torch
+
+        self.model.eval()
+        with torch.inference_mode():
+            self.model(self.frames[:1])
+
+
+def _timed(fn, device: "torch.device") -> float:
     import torch
 
-    from compactvid.flags import parse_config
-    from compactvid.losses import create_loss
-    from compactvid.models import create_model, parameter_report
-    from compactvid.train import clip_gradient_norms, create_optimizer, learning_rate
-
-    logging.getLogger("compactvid").setLevel(logging.ERROR)  # the profile's notes on flags of other models
-    config, _ = parse_config(flags)
-    device = torch.device(device_name)
-    torch.manual_seed(0)
-    shape = (config.batch_size, config.n_bagging, config.iterations, sum(config.feature_size_list))
-    frames = torch.nn.functional.normalize(torch.randn(shape), dim=-1).to(device)
-    labels = (torch.rand(config.batch_size, config.num_classes) < 3 / config.num_classes).float().to(device)
-    rss_before = _rss_mb()
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    model = create_model(config).to(device)
-    optimizer = create_optimizer(config, model.parameters())
-    loss_fn = create_loss(config.label_loss)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
-    def step() -> None:
-        with autocast:
-            predictions = model(frames)
-        loss = loss_fn(predictions.float(), labels) + config.regularization_penalty * model.regularization_loss()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradient_norms(model.parameters(), config.clip_gradient_norm)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, 0)
-        optimizer.step()
 
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+def measure_speed(dense_flags: list[str], compact_flags: list[str], device_name: str, steps: int,
+                  inference_runs: int) -> list[dict]:
+    """Training step and batch-1 inference times of the two models, measured in alternation (so that a
+    busy machine slows both alike); medians. Run in a fresh process."""
+    import torch
 
-    model.train()
-    step()  # warm-up: optimizer state, allocator
-    train_seconds = statistics.median(timed(step) for _ in range(steps))
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb() - rss_before)
-
-    model.eval()
+    device = torch.device(device_name)
+    runs = [_Run(dense_flags, device), _Run(compact_flags, device)]
+    for run in runs:
+        run.train_step()  # warm-up: optimizer state, allocator, FFT plans
+    train = [[], []]
+    for _ in range(steps):
+        for i, run in enumerate(runs):
+            train[i].append(_timed(run.train_step, device))
     if device.type == "cpu":
         torch.set_num_threads(1)
-    one = frames[:1]
-    with torch.inference_mode():
-        model(one)
-        infer_seconds = statistics.median(timed(lambda: model(one)) for _ in range(inference_runs))
-    report = parameter_report(model, config)
-    return {"parameters": report["total"], "train_examples_per_sec": config.batch_size / train_seconds,
-            "train_step_ms": 1000 * train_seconds, "peak_memory_mb": peak,
-            "inference_ms_per_video": 1000 * infer_seconds}
+    for run in runs:
+        run.infer_one()
+    infer = [[], []]
+    for _ in range(inference_runs):
+        for i, run in enumerate(runs):
+            infer[i].append(_timed(run.infer_one, device))
+    return [{"parameters": run.parameters,
+             "train_examples_per_sec": run.config.batch_size / statistics.median(train[i]),
+             "train_step_ms": 1000 * statistics.median(train[i]),
+             "inference_ms_per_video": 1000 * statistics.median(infer[i])} for i, run in enumerate(runs)]
 
 
-def _measure_in_fresh_process(args: tuple) -> dict:
+def measure_memory(flags: list[str], device_name: str) -> float:
+    """Peak memory of building the model and training it for two steps, in MB. Run in a fresh process."""
+    import torch
+
+    device = torch.device(device_name)
+    before = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    run = _Run(flags, device)
+    run.train_step()
+    run.train_step()
+    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb() - before
+
+
+def _in_fresh_process(fn, *args):
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, args)
+        return pool.apply(fn, args)
 
 
 def main() -> None:
@@ -131,11 +173,14 @@ def main() -> None:
 
     rows = []
     for embedding, variants in MODELS.items():
-        for variant, flags in zip(("dense", "compact"), variants):
-            result = _measure_in_fresh_process((PROFILES[args.profile] + flags, args.device, args.steps,
-                                                args.inference_runs))
-            rows.append({"embedding": embedding, "variant": variant, "flags": " ".join(flags), **result})
-            print(f"measured {embedding} {variant}", flush=True)
+        profile = PROFILES[args.profile]
+        speeds = _in_fresh_process(measure_speed, profile + variants[0], profile + variants[1], args.device,
+                                   args.steps, args.inference_runs)
+        for variant, flags, speed in zip(("dense", "compact"), variants, speeds):
+            memory = _in_fresh_process(measure_memory, profile + flags, args.device)
+            rows.append({"embedding": embedding, "variant": variant, "flags": " ".join(flags), **speed,
+                         "peak_memory_mb": memory})
+        print(f"measured {embedding}", flush=True)
 
     memory = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
     print(f"\nprofile {args.profile} on {args.device}: {' '.join(PROFILES[args.profile])}")
