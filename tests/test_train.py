@@ -285,6 +285,7 @@ sys.exit(train._spawn(config, 2))  # what --num_gpu=2 does on a machine with 2 G
 @pytest.mark.slow
 def test_num_gpu_processes_stop_together_on_sigterm_with_a_checkpoint(tmp_path, data):
     run = tmp_path / "run"
+    assert run_train(run, data, "--max_steps=2") == 0  # one process, stopped inside the epoch
     process = subprocess.Popen([sys.executable, "-c", SPAWN, *train_flags(run, data, "--num_epochs=100000",
                                 "--device=cpu", "--log_every_steps=1", "--checkpoint_steps=0")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -292,6 +293,7 @@ def test_num_gpu_processes_stop_together_on_sigterm_with_a_checkpoint(tmp_path, 
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "2 processes now, 1 when saved: random generators re-seeded, and the epoch in progress restarts" in err
     saved = newest_position(run)
     assert saved["step"] >= 3 and saved["step"] == records(run)[-1]["step"]
     assert saved["examples"] == records(run)[-1]["examples"]

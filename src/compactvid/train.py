@@ -462,8 +462,13 @@ class Trainer:
         if len(rng) == self.process.world_size:
             ckpt.restore_rng_state(rng[self.process.rank])
         else:
-            log.info("%d processes now, %d when saved: random generators re-seeded", self.process.world_size,
-                     len(rng))
+            # Each process's share of an epoch depends on the number of processes: the position inside
+            # the epoch in progress has no meaning for the new shares.
+            if self.process.is_main:
+                log.info("%d processes now, %d when saved: random generators re-seeded%s",
+                         self.process.world_size, len(rng), ", and the epoch in progress restarts from its "
+                         "beginning" if self.position.batches_in_epoch else "")
+            self.position.batches_in_epoch = 0
             torch.manual_seed(self.config.seed + self.position.step + self.process.rank)
         if self.process.is_main:
             log.info("resuming from step %d (epoch %d, %d examples) of %s", self.position.step,
