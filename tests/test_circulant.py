@@ -1,5 +1,6 @@
 """CirculantLinear against its dense equivalent (float64), gradients, structure, state and dtypes."""
 
+import copy
 import itertools
 import math
 
@@ -83,6 +84,16 @@ def test_input_gradient_with_frozen_parameters(diag):
     torch.testing.assert_close(grad, grad_ref)
 
 
+def test_backward_twice_with_retained_graph():
+    layer = _layer(8, 20, diag="learned", k_factor=2)
+    x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    y = layer(x).sum()
+    first = torch.autograd.grad(y, (x, layer.weight), retain_graph=True)
+    second = torch.autograd.grad(y, (x, layer.weight))
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
 def test_first_row_convention():
     layer = _layer(5, 5, diag="none")
     m = layer.to_dense()
@@ -133,6 +144,8 @@ def test_structured_parameters_are_flagged_and_sign_is_a_buffer():
     assert "sign" in layer.state_dict()
     learned = CirculantLinear(8, 8, diag="learned")
     assert learned.diag._is_structured and "sign" not in learned.state_dict()
+    copied = copy.deepcopy(learned.double())
+    assert copied.weight._is_structured and copied.diag._is_structured
 
 
 def test_state_dict_round_trip_restores_sign_diagonal():
@@ -229,11 +242,13 @@ def test_cuda_matches_cpu(diag):
         assert layer_cuda.float()(x_cuda.float()).dtype == torch.float32
 
 
+@pytest.mark.parametrize("saved", [True, False], ids=["saved-spectra", "recomputed-spectra"])
 @pytest.mark.parametrize("diag", VARIANTS)
-def test_chunked_rows_match_dense(monkeypatch, diag):
+def test_chunked_rows_match_dense(monkeypatch, diag, saved):
     # Tiny chunks: 23 rows go through several chunks of 3 rows and a last partial one.
     monkeypatch.setattr(circulant, "CPU_CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(circulant, "CPU_MIN_TRANSFORMS", 5)
+    monkeypatch.setattr(circulant, "SAVE_MAX_ELEMENTS", 1 << 30 if saved else 0)
     torch.manual_seed(9)
     layer = _layer(6, 13, diag=diag, k_factor=2, bias=True)
     x = torch.randn(23, 6, dtype=torch.float64, requires_grad=True)
