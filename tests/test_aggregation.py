@@ -12,13 +12,7 @@ from compactvid.models.aggregation import DBoF, Moments, NetFV, NetVLAD, SoftAss
 B, T, D, K = 3, 7, 6, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and spares the cores other tests run on."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -12,13 +12,7 @@ from compactvid.models.classifiers import CLASSIFIERS, LogisticModel, MoeModel, 
 IN, C, M = 12, 5, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and spares the cores other tests run on."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(module):
