@@ -3,22 +3,32 @@ normalization, evaluation mode, errors from workers."""
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import math
+import shutil
+import tempfile
+from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from compactvid.config import Config
 from compactvid.data.loader import make_loader, num_workers, prepare_frames
-from compactvid.data.sampling import augmentation_halves, sample_frame_indices
+from compactvid.data.sampling import augmentation_halves, frame_view, sample_frame_indices
 from compactvid.data.yt8m import dequantize
 from compactvid.errors import DataError
 from yt8m_records import frame_payload, video_payload, write_file, write_frame_files
 
 SIZES = (8, 4)
+# hypothesis runs many examples per test (no tmp_path): a file of 4 small videos to mutate
+LOADER_FUZZ_FILE = Path(write_frame_files(tempfile.mkdtemp(prefix="compactvid-loader-"), [4], frames=[1, 2, 5])[0])
+atexit.register(shutil.rmtree, LOADER_FUZZ_FILE.parent, ignore_errors=True)
 
 
 def _config(**overrides) -> Config:
@@ -77,22 +87,31 @@ def _frame_numbers(sampled: torch.Tensor, reference: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("random_frames", [True, False])
-def test_sampling_normalization_and_augmentation(tmp_path, random_frames):
+@pytest.mark.parametrize("batch_size, shuffle_buffer_size, dequantize", [(16, 4, True), (2, 1, False)],
+                         ids=["one_batch", "videos_split_between_batches"])
+def test_sampling_normalization_and_augmentation(tmp_path, random_frames, batch_size, shuffle_buffer_size,
+                                                 dequantize):
     rng = np.random.default_rng(0)
     lengths = {"one": 1, "seven": 7, "forty": 40}
     videos = {name: [rng.integers(0, 256, (n, s), dtype=np.uint8) for s in SIZES] for name, n in lengths.items()}
     path = write_file(tmp_path / "v.tfrecord", [frame_payload(k, [1], v) for k, v in videos.items()])
     reference = _frames_of(path)
-    config = _config(batch_size=16, iterations=5, n_bagging=3, data_augmentation=True,
-                     sample_random_frames=random_frames)
-    batch = next(iter(make_loader(path, config, training=True)))
-    assert batch["frames"].shape == (5, 3, 5, sum(SIZES)) and batch["frames"].dtype == torch.float32
-    assert torch.allclose(batch["frames"].norm(dim=-1), torch.ones(5, 3, 5), atol=1e-6)
+    config = _config(batch_size=batch_size, iterations=5, n_bagging=3, data_augmentation=True,
+                     sample_random_frames=random_frames, shuffle_buffer_size=shuffle_buffer_size)
+    batches = list(make_loader(path, config, training=True, dequantize=dequantize))
+    if batch_size == 2:  # not shuffled: the halves of "seven" and of "forty" go to two batches each
+        assert [b["ids"] for b in batches] == [["one", "seven"], ["seven", "forty"], ["forty"]]
+    frames = torch.cat([prepare_frames(b["frames"]) for b in batches])
+    ids = [i for b in batches for i in b["ids"]]
+    num_frames = torch.cat([b["num_frames"] for b in batches])
+    labels = torch.cat([b["labels"] for b in batches])
+    assert frames.shape == (5, 3, 5, sum(SIZES)) and frames.dtype == torch.float32
+    assert torch.allclose(frames.norm(dim=-1), torch.ones(5, 3, 5), atol=1e-6)
     halves = collections.defaultdict(list)
-    for i, video_id in enumerate(batch["ids"]):
-        numbers = _frame_numbers(batch["frames"][i], reference[video_id])
-        halves[video_id].append((numbers, int(batch["num_frames"][i])))
-        assert batch["labels"][i].tolist() == [0, 1] + [0] * 8
+    for i, video_id in enumerate(ids):
+        numbers = _frame_numbers(frames[i], reference[video_id])
+        halves[video_id].append((numbers, int(num_frames[i])))
+        assert labels[i].tolist() == [0, 1] + [0] * 8
     assert len(halves["one"]) == 1 and halves["one"][0][1] == 1  # a 1-frame video is not split
     for name in ("seven", "forty"):
         n = lengths[name]
@@ -104,17 +123,30 @@ def test_sampling_normalization_and_augmentation(tmp_path, random_frames):
                 assert np.all(np.diff(bag) == (bag[:-1] < first_count - 1))
 
 
+def _sample(rng: np.random.Generator, ranges: list[tuple[int, int]], iterations: int, n_bagging: int,
+            random_frames: bool = True) -> np.ndarray:
+    starts, stops = np.array(ranges, dtype=np.int64).T
+    uniforms = rng.random((len(ranges), n_bagging, iterations if random_frames else 1))
+    return sample_frame_indices(uniforms, starts, stops - starts, iterations, random_frames)
+
+
 def test_sample_frame_indices_distribution():
     rng = np.random.default_rng(0)
-    indices = sample_frame_indices(rng, 6, 30000, 2, random_frames=True)
-    assert indices.shape == (2, 30000) and indices.min() == 0 and indices.max() == 5
-    assert np.allclose(np.bincount(indices.ravel()) / indices.size, 1 / 6, atol=0.01)
-    windows = sample_frame_indices(rng, 10, 4, 5000, random_frames=False)
-    starts = windows[:, 0]
-    assert set(starts.tolist()) == set(range(7)) and np.all(windows - starts[:, None] == np.arange(4))
-    short = sample_frame_indices(rng, 3, 5, 1, random_frames=False)
-    assert short.tolist() == [[0, 1, 2, 2, 2]]
-    assert sample_frame_indices(rng, 0, 3, 2).tolist() == [[0, 0, 0]] * 2
+    indices = _sample(rng, [(0, 6), (6, 9)], 30000, 2, random_frames=True)
+    assert indices.shape == (2, 2, 30000) and indices.dtype == np.int64
+    assert indices[0].min() == 0 and indices[0].max() == 5 and indices[1].min() == 6 and indices[1].max() == 8
+    assert np.allclose(np.bincount(indices[0].ravel()) / indices[0].size, 1 / 6, atol=0.01)
+    assert np.allclose(np.bincount(indices[1].ravel() - 6) / indices[1].size, 1 / 3, atol=0.01)
+    windows = _sample(rng, [(0, 10), (10, 11)], 4, 5000, random_frames=False)
+    starts = windows[0, :, 0]
+    assert set(starts.tolist()) == set(range(7)) and np.all(windows[0] - starts[:, None] == np.arange(4))
+    assert windows[1].tolist() == [[10] * 4] * 5000
+    assert _sample(rng, [(0, 3)], 5, 1, random_frames=False).tolist() == [[[0, 1, 2, 2, 2]]]
+    for random_frames in (True, False):  # an empty range (a video without frames)
+        assert _sample(rng, [(0, 0)], 3, 2, random_frames).tolist() == [[[0, 0, 0]] * 2]
+    # the largest draw below 1 stays in range
+    top = np.nextafter(1.0, 0.0)
+    assert sample_frame_indices(np.full((1, 1, 1), top), np.array([5]), np.array([3]), 1).item() == 7
     assert augmentation_halves(5) == [(0, 3), (3, 5)] and augmentation_halves(1) == [(0, 1)]
 
 
@@ -207,3 +239,68 @@ def test_batch_buffers_are_reused_only_once_released(tmp_path):
     assert len(pointers) < 15  # released batches were reused
     assert [torch.equal(b["frames"], c) for b, c in
             zip(make_loader(f"{tmp_path}/part*", config, training=False), copies)] == [True] * 15
+
+
+def test_local_and_stream_files_give_the_same_batches(tmp_path):
+    """Local files are memory-mapped, others read as streams: the same batches either way."""
+    paths = write_frame_files(tmp_path, [5, 4], frames=[1, 2, 9, 40])
+    for path in paths:
+        with open(path, "rb") as local, fsspec.open(f"memory://same/{Path(path).name}", "wb") as remote:
+            remote.write(local.read())
+    config = _config(data_augmentation=True, shuffle_buffer_size=3)
+    for dequantize in (True, False):
+        local = list(make_loader(f"{tmp_path}/part*", config, training=True, epoch=3, dequantize=dequantize))
+        stream = list(make_loader("memory://same/part*", config, training=True, epoch=3, dequantize=dequantize))
+        assert [b["ids"] for b in local] == [b["ids"] for b in stream]
+        for a, b in zip(local, stream):
+            assert all(torch.equal(a[key], b[key]) for key in ("frames", "labels", "num_frames"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_payload_found_when_the_record_leaves_the_shuffle_buffer(tmp_path, caplog, workers):
+    path = write_frame_files(tmp_path, [6])[0]
+    data = bytearray(Path(path).read_bytes())
+    data[-20] ^= 1  # inside the last record's payload: its framing stays intact
+    Path(path).write_bytes(bytes(data))
+    config = _config(num_readers=workers, shuffle_buffer_size=4)
+    with pytest.raises(DataError, match=r"part00.tfrecord: record 5 \(byte \d+\): payload CRC mismatch"):
+        list(make_loader(path, config, training=True))
+    loader = make_loader(path, _config(num_readers=workers, shuffle_buffer_size=4, skip_corrupt_records=True),
+                         training=True)
+    with caplog.at_level(logging.WARNING):
+        assert sorted(i for b in loader for i in b["ids"]) == [f"f0-r{j}" for j in range(5)]
+    assert loader.report.corrupt == 1 and loader.report.records == 5
+
+
+def test_frame_view_gathers_whole_frames():
+    rng = np.random.default_rng(3)
+    record = rng.integers(0, 256, (7, 13), dtype=np.uint8)
+    frames = record[:, 2:11]  # rows of 9 bytes, 13 apart, as frames inside a record
+    rows = np.array([[6, 0, 6], [3, 3, 1]])
+    out = np.zeros((2, 3, 12), dtype=np.uint8)
+    frame_view(out[..., 3:])[...] = frame_view(frames)[rows]
+    assert np.array_equal(out[..., 3:], frames[rows]) and not out[..., :3].any()
+    assert frame_view(frames).shape == (7,) and np.shares_memory(frame_view(frames), record)
+
+
+def _loader_reads(path: str, frame_level: bool) -> None:
+    config = _config(frame_features=frame_level, feature_names=None if frame_level else "mean_rgb,mean_audio",
+                     data_augmentation=True, shuffle_buffer_size=2)
+    try:
+        for _ in make_loader(path, config, training=True):
+            pass
+    except DataError:
+        pass  # the only exception type allowed to escape
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=6),
+       st.integers(0, 10**6), st.booleans())
+def test_fuzz_mutated_files_through_the_loader(flips, cut, frame_level):
+    """Payload CRCs are checked when a record leaves the shuffle buffer: still only DataErrors escape."""
+    data = bytearray(LOADER_FUZZ_FILE.read_bytes())
+    for offset, mask in flips:
+        data[offset % len(data)] ^= mask
+    path = LOADER_FUZZ_FILE.with_name("mutated.tfrecord")
+    path.write_bytes(bytes(data[:cut % (len(data) + 1)]))
+    _loader_reads(str(path), frame_level)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import fsspec
@@ -193,37 +196,43 @@ def _valid_file_bytes() -> bytes:
 VALID = _valid_file_bytes()
 
 
-def _read_all(data: bytes, frame_level: bool = True) -> None:
-    with fsspec.open("memory://fuzz/input.tfrecord", "wb") as f:
+LOCAL = tempfile.mkdtemp(prefix="compactvid-fuzz-")  # hypothesis runs many examples per test: not tmp_path
+atexit.register(shutil.rmtree, LOCAL, ignore_errors=True)
+
+
+def _read_all(data: bytes, frame_level: bool = True, local: bool = False) -> None:
+    """Read `data` as a file: local files are memory-mapped, memory:// ones read as a stream."""
+    path = f"{LOCAL}/input.tfrecord" if local else "memory://fuzz/input.tfrecord"
+    with fsspec.open(path, "wb") as f:
         f.write(data)
     try:
-        for _ in iter_videos("memory://fuzz/input.tfrecord", feature_sizes=(8, 4), frame_level=frame_level,
-                             feature_names=("rgb", "audio"), num_classes=10):
+        for _ in iter_videos(path, feature_sizes=(8, 4), frame_level=frame_level, feature_names=("rgb", "audio"),
+                             num_classes=10):
             pass
     except CompactVidError:
         pass  # the only exception type allowed to escape
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=600), st.booleans())
-def test_fuzz_random_bytes(data, frame_level):
-    _read_all(data, frame_level)
+@given(st.binary(max_size=600), st.booleans(), st.booleans())
+def test_fuzz_random_bytes(data, frame_level, local):
+    _read_all(data, frame_level, local)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(1, 255)), min_size=1, max_size=8),
-       st.integers(0, len(VALID)))
-def test_fuzz_mutated_file(flips, cut):
+       st.integers(0, len(VALID)), st.booleans())
+def test_fuzz_mutated_file(flips, cut, local):
     data = bytearray(VALID)
     for offset, mask in flips:
         data[offset] ^= mask
-    _read_all(bytes(data[:cut]))
+    _read_all(bytes(data[:cut]), local=local)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=300), st.booleans())
-def test_fuzz_payloads_with_valid_framing(payload, frame_level):
+@given(st.binary(max_size=300), st.booleans(), st.booleans())
+def test_fuzz_payloads_with_valid_framing(payload, frame_level, local):
     """Random payloads inside correct CRCs reach the protobuf and YouTube-8M checks."""
     length = struct.pack("<Q", len(payload))
     _read_all(length + struct.pack("<I", masked_crc32c(length)) + payload + struct.pack("<I", masked_crc32c(payload)),
-              frame_level)
+              frame_level, local)

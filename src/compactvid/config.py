@@ -52,7 +52,8 @@ class Config:
         8, "train", "DataLoader worker processes per training process; capped at the CPU count.")
     shuffle_buffer_size: int = _flag(
         512, "train", "Videos each reader holds to shuffle training data (besides shuffling the file order "
-        "every epoch); memory: up to 350 KB per frame-level video (its sampled frames).")
+        "every epoch); memory: next to none for local files (the buffer holds views of the memory-mapped "
+        "file), the record's bytes (~300 KB per frame-level video) for remote ones.")
     skip_corrupt_records: bool = _flag(
         False, "train", "Skip (and count) corrupt records instead of stopping at the first one.")
     data_augmentation: bool = _flag(

@@ -17,19 +17,20 @@ Sharding: the records of one epoch are split between the DDP ranks and the DataL
 rank (``world_size * workers`` readers); every record is read by exactly one reader. With at least as
 many files as readers, reader k reads files k, k + readers, ... of the epoch's file order; with fewer
 files, reader k reads records k, k + readers, ... of the concatenated files (and skips the other
-payloads with a seek). Ranks may thus get a few records more or fewer than others.
+payloads unread). Ranks may thus get a few records more or fewer than others.
 
 Randomness (training): the file order depends on (seed, epoch) only, so that all readers agree on the
 split; the shuffle buffer and the frame sampling of a reader on (seed, epoch, rank, worker).
 Evaluation reads files in sorted order without shuffling, and samples each video's frames from a seed
 of (seed, file, record): the same frames whatever the number of ranks and workers.
 
-The work per video is what the model needs. Each record is checked and its frames located without
-copying (`compactvid.data.wire`); frame indices are drawn at once, while the record is in the CPU
-cache, and only the distinct sampled frames are kept (as bytes: the shuffle buffer holds these, not
-records). When a batch is built, those frames are dequantized and normalized (each once, however
-often it was sampled) and gathered into the batch tensor. In the main process, batch tensors are
-reused once the consumer has let go of them, which spares the page faults of fresh memory.
+The work per video is what the model needs, and each byte of a record is read from memory once.
+Local files are memory-mapped, and the shuffle buffer holds records (views of the file), not data. A
+record leaves the buffer unread: its payload CRC is checked then, which brings it into the CPU cache;
+its frames are located in place (`compactvid.data.wire`), and the sampled ones are copied straight
+into the batch tensor, a frame per memcpy. With float32 batches a video's sampled frames are then
+dequantized and normalized in the batch. In the main process, batch tensors are reused once the
+consumer has let go of them, which spares the page faults of fresh memory.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -47,10 +47,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from compactvid.config import Config
 from compactvid.data.paths import expand_pattern
-from compactvid.data.sampling import (augmentation_halves, dequantize_normalize_, l2_normalize_,
+from compactvid.data.sampling import (augmentation_halves, dequantize_normalize_, frame_view, l2_normalize_,
                                       sample_frame_indices)
 from compactvid.data.tfrecord import Record, iter_records
-from compactvid.data.yt8m import QuantizedVideo, ReadReport, RecordDecoder, iter_decoded
+from compactvid.data.yt8m import QuantizedVideo, ReadReport, RecordDecoder, Video
 from compactvid.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class _BufferPool:
     every batch just gets fresh ones.
     """
 
-    def __init__(self, size: int = 4):
+    def __init__(self, size: int = 8):
         self.size = size
         self.arrays: list[np.ndarray] = []
 
@@ -93,31 +93,63 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype, pool: _BufferPool | None) ->
     return torch.from_numpy(np.empty(shape, dtype=dtype))
 
 
+class _Example(NamedTuple):
+    """One example of a video: it samples the video's real frames ``[start, stop)``."""
+
+    video: QuantizedVideo | Video
+    start: int
+    stop: int
+
+
 class _Batcher:
-    """Fills the tensors of one batch example by example."""
+    """Fills the tensors of one batch video by video: the frames as each video arrives (its record is
+    then in the CPU cache), labels, frame counts and ids when the batch is complete.
+
+    For uint8 frame-level batches, `columns[f]` views feature f of every frame in `frames` as one void
+    scalar (`frame_view`), ``[B, n_bagging, iterations]``, for gathering frames into.
+    """
 
     def __init__(self, batch_size: int, frame_shape: tuple[int, ...], dtype: type, num_classes: int,
-                 pool: _BufferPool | None):
+                 spans: list[slice], pool: _BufferPool | None):
+        self.size = batch_size
         self.frames = _empty((batch_size, *frame_shape), dtype, pool)
-        self.labels = np.zeros((batch_size, num_classes), dtype=np.float32)
-        self.num_frames = np.zeros(batch_size, dtype=np.int64)
-        self.ids: list[str] = []
+        self.columns = [frame_view(self.frames.numpy()[..., span]) for span in spans] if dtype == np.uint8 else []
+        self.labels = _empty((batch_size, num_classes), np.float32, pool)
+        self.examples: list[_Example] = []
 
-    def add(self, video_id: str, labels: np.ndarray, num_frames: int) -> torch.Tensor:
-        """Record an example's id, labels and frame count; returns its slot in `frames` to fill."""
-        slot = len(self.ids)
-        self.ids.append(video_id)
-        self.labels[slot, labels] = 1.0
-        self.num_frames[slot] = num_frames
-        return self.frames[slot]
+    def room(self) -> int:
+        """Examples that still fit."""
+        return self.size - len(self.examples)
 
-    def full(self) -> bool:
-        return len(self.ids) == self.frames.shape[0]
+    def add(self, examples: list[_Example]) -> slice:
+        """Take `examples` (as many as fit); returns their slots in `frames`, to fill."""
+        start = len(self.examples)
+        self.examples += examples[:self.room()]
+        return slice(start, len(self.examples))
 
     def batch(self) -> dict[str, Any]:
-        size = len(self.ids)
-        return {"frames": self.frames[:size], "labels": torch.from_numpy(self.labels[:size]),
-                "ids": self.ids, "num_frames": torch.from_numpy(self.num_frames[:size])}
+        size = len(self.examples)
+        label_lists = [example.video.labels for example in self.examples]
+        labels = self.labels.zero_().numpy()
+        labels[np.repeat(np.arange(size), [len(v) for v in label_lists]), np.concatenate(label_lists)] = 1.0
+        num_frames = np.array([example.stop - example.start for example in self.examples], dtype=np.int64)
+        return {"frames": self.frames[:size], "labels": self.labels[:size],
+                "ids": [example.video.id for example in self.examples], "num_frames": torch.from_numpy(num_frames)}
+
+
+class _Uniforms:
+    """Uniform draws in [0, 1) from `rng`, handed out ``[count, *shape]`` at a time but drawn 256 at a time:
+    a call to the generator costs more than the numbers it returns."""
+
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, ...]):
+        self.rng, self.shape = rng, shape
+        self.block = np.empty((0, *shape))
+
+    def take(self, count: int) -> np.ndarray:
+        if len(self.block) < count:
+            self.block = np.concatenate([self.block, self.rng.random((256, *self.shape))])
+        taken, self.block = self.block[:count], self.block[count:]
+        return taken
 
 
 class YT8MDataset(IterableDataset):
@@ -169,7 +201,8 @@ class YT8MDataset(IterableDataset):
         return [self.files[i] for i in order]
 
     def _records(self, reader: int, readers: int, report: ReadReport) -> Iterator[tuple[int, Record]]:
-        """(file number in sorted order, record) of this reader's share, in file order."""
+        """(file number in sorted order, record) of this reader's share, in file order; payload CRCs are
+        left to the consumer (`Record.check`)."""
         number = {path: i for i, path in enumerate(self.files)}
         on_error = report.add_corrupt if self.skip_corrupt else None
         order = self._file_order()
@@ -177,7 +210,7 @@ class YT8MDataset(IterableDataset):
             for path in order[reader::readers]:
                 report.files += 1
                 empty = True
-                for record in iter_records(path, on_error=on_error):
+                for record in iter_records(path, on_error=on_error, defer_payload_check=True):
                     empty = False
                     yield number[path], record
                 if empty:
@@ -194,7 +227,7 @@ class YT8MDataset(IterableDataset):
                 seen = max(seen, index + 1)
                 return (first + index) % readers == reader
 
-            for record in iter_records(path, keep=keep, on_error=on_error):
+            for record in iter_records(path, keep=keep, on_error=on_error, defer_payload_check=True):
                 yield number[path], record
             if seen == 0 and reader == 0:
                 report.empty_files.append(path)
@@ -204,11 +237,15 @@ class YT8MDataset(IterableDataset):
     def _shuffled(self, items: Iterator, rng: np.random.Generator) -> Iterator:
         """`items` through a shuffle buffer of `shuffle_buffer` entries."""
         buffer: list = []
+        slots: Iterator[int] = iter(())
         for item in items:
             if len(buffer) < self.shuffle_buffer:
                 buffer.append(item)
                 continue
-            slot = int(rng.integers(len(buffer)))
+            slot = next(slots, None)
+            if slot is None:  # drawn 1024 at a time: a call to the generator costs as much as 1000 numbers
+                slots = iter(rng.integers(len(buffer), size=1024).tolist())
+                slot = next(slots)
             buffer[slot], item = item, buffer[slot]
             yield item
         for slot in rng.permutation(len(buffer)):
@@ -217,86 +254,68 @@ class YT8MDataset(IterableDataset):
     # --- examples and batches --------------------------------------------------------------------------
     def _batches(self, reader: int, readers: int, worker: int, report: ReadReport) -> Iterator[dict[str, Any]]:
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
-
-        def prepare(item: tuple[int, Record]) -> _Video:
-            number, record = item
-            if not self.frame_level:
-                video = self.decoder.decode_video(record)
-                return _Video(video.id, video.labels, video.features, [np.zeros(0, np.int64)], [1])
-            # sampled now, while the record is in the CPU cache: later (after the shuffle buffer) it is not
-            video_rng = rng if self.training else np.random.default_rng([self.seed, number, record.index])
-            return _Video.sample(self.decoder.decode_frames(record), video_rng, self.iterations, self.n_bagging,
-                                 self.random_frames, self.augment)
-
-        videos = iter_decoded(self._records(reader, readers, report), prepare, self.skip_corrupt, report)
+        records = self._records(reader, readers, report)
         if self.shuffle_buffer > 1:
-            videos = self._shuffled(videos, rng)
-        frame_shape = ((self.n_bagging, self.iterations, self.decoder.dim) if self.frame_level
-                       else (self.decoder.dim,))
+            records = self._shuffled(records, rng)
+        dim = self.decoder.dim
+        frame_shape = (self.n_bagging, self.iterations, dim) if self.frame_level else (dim,)
         dtype = np.float32 if self.dequantize else np.uint8
+        ends = np.cumsum(self.decoder.feature_sizes).tolist()
+        spans = [slice(end - width, end) for end, width in zip(ends, self.decoder.feature_sizes)]
         pool = _BufferPool() if get_worker_info() is None else None
-
-        def new_batcher() -> _Batcher:
-            return _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool)
-
-        batcher = new_batcher()
-        scratch = torch.empty(min(self.decoder.max_frames, 2 * self.n_bagging * self.iterations), self.decoder.dim)
-        for video in videos:
-            frames = torch.from_numpy(video.frames)
-            if not self.frame_level:
-                l2_normalize_(frames)
-            elif self.dequantize:
-                frames = dequantize_normalize_(scratch[:len(frames)].copy_(frames))
-            for rows, count in zip(video.rows, video.counts):
-                slot = batcher.add(video.id, video.labels, count)
+        uniforms = _Uniforms(rng, (self.n_bagging, self.iterations if self.random_frames else 1))
+        # float32 batches: a video's quantized frames are gathered here, then converted into the batch
+        scratch = np.empty((2, *frame_shape), np.uint8)
+        scratch_columns = [frame_view(scratch[..., span]) for span in spans] if self.frame_level else []
+        batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, spans, pool)
+        for number, record in records:
+            try:
+                record.check()  # the payload CRC; this also brings the record into the CPU cache
+                examples, rows = self._examples(number, record, uniforms)
+            except DataError as error:
+                if not self.skip_corrupt:
+                    raise
+                report.add_corrupt(error)
+                continue
+            report.records += 1
+            video = examples[0].video
+            while examples:  # in one batch, or (at a batch's end) two
+                slots = batcher.add(examples)
+                count = slots.stop - slots.start
                 if not self.frame_level:
-                    slot.copy_(frames)
-                elif count == 0:
-                    slot.zero_()
+                    batcher.frames[slots] = l2_normalize_(torch.from_numpy(video.features))
+                elif video.num_frames == 0:  # zero frames, as the original's padding gave
+                    batcher.frames[slots] = 0
+                elif self.dequantize:
+                    for column, feature in zip(scratch_columns, video.frames):
+                        column[:count] = frame_view(feature)[rows[:count]]
+                    dequantize_normalize_(batcher.frames[slots].copy_(torch.from_numpy(scratch[:count])))
                 else:
-                    torch.index_select(frames, 0, torch.from_numpy(rows), out=slot.view(-1, self.decoder.dim))
-                if batcher.full():
+                    part = rows if count == len(rows) else rows[:count]
+                    for column, feature in zip(batcher.columns, video.frames):
+                        column[slots] = frame_view(feature)[part]
+                examples, rows = examples[count:], rows[count:] if rows is not None else None
+                if not batcher.room():
                     yield batcher.batch()
-                    batcher = new_batcher()
-        if batcher.ids:
+                    batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, spans, pool)
+        if batcher.examples:
             yield batcher.batch()
 
-
-@dataclass
-class _Video:
-    """A video ready for batching: its examples' sampled frames.
-
-    Frame level: `frames` uint8 ``[distinct, D]``, the distinct frames the examples sampled (features side
-    by side, a copy: the record's bytes can go); `rows[e]` int64 ``[n_bagging * iterations]``, example
-    e's frames as rows of `frames`; `counts[e]`, the real frames example e sampled from. Video level:
-    `frames` float32 ``[D]``, one example.
-    """
-
-    id: str
-    labels: np.ndarray
-    frames: np.ndarray
-    rows: list[np.ndarray]
-    counts: list[int]
-
-    @classmethod
-    def sample(cls, video: QuantizedVideo, rng: np.random.Generator, iterations: int, n_bagging: int,
-               random_frames: bool, augment: bool) -> "_Video":
-        ranges = augmentation_halves(video.num_frames) if augment else [(0, video.num_frames)]
-        indices = [sample_frame_indices(rng, stop - start, iterations, n_bagging, random_frames).reshape(-1) + start
-                   for start, stop in ranges]
-        sampled = np.zeros(video.num_frames, dtype=bool)
-        if video.num_frames:  # a video without frames samples nothing: its examples are zeros
-            for example in indices:
-                sampled[example] = True
-        distinct = np.flatnonzero(sampled)
-        row_of_frame = np.cumsum(sampled) - 1
-        frames = np.empty((len(distinct), sum(f.shape[1] for f in video.frames)), dtype=np.uint8)
-        column = 0
-        for feature in video.frames:
-            frames[:, column:column + feature.shape[1]] = feature[distinct]
-            column += feature.shape[1]
-        rows = [row_of_frame[example] if video.num_frames else example for example in indices]
-        return cls(video.id, video.labels, frames, rows, [stop - start for start, stop in ranges])
+    def _examples(self, number: int, record: Record, uniforms: _Uniforms
+                  ) -> tuple[list[_Example], np.ndarray | None]:
+        """The decoded record's examples (two under data augmentation: its halves, else one) and their
+        sampled frame indices, int64 ``[examples, n_bagging, iterations]`` (None for video level)."""
+        if not self.frame_level:
+            return [_Example(self.decoder.decode_video(record), 0, 1)], None
+        video = self.decoder.decode_frames(record)
+        ranges = augmentation_halves(video.num_frames) if self.augment else [(0, video.num_frames)]
+        if self.training:
+            draws = uniforms.take(len(ranges))
+        else:  # evaluation: the same frames whatever the number of ranks and workers
+            draws = np.random.default_rng([self.seed, number, record.index]).random((len(ranges), *uniforms.shape))
+        starts, stops = np.array(ranges, dtype=np.int64).T
+        return ([_Example(video, start, stop) for start, stop in ranges],
+                sample_frame_indices(draws, starts, stops - starts, self.iterations, self.random_frames))
 
 
 class VideoLoader(DataLoader):

@@ -246,13 +246,13 @@ class RecordDecoder:
             raise DataError(f"{record.where()}: 'labels' is a {labels_feature.WhichOneof('kind')}, expected an "
                             f"int64 list")
         values = labels_feature.int64_list.value
-        labels = np.fromiter(values, dtype=np.int64, count=len(values))
-        if labels.size and (labels.min() < 0 or (self.num_classes is not None and labels.max() >= self.num_classes)):
-            bad = labels[(labels < 0) | (labels >= (self.num_classes or np.iinfo(np.int64).max))]
-            raise DataError(f"{record.where()}: label {int(bad[0])} of video {video_id!r} is out of range "
+        # a few labels per video: Python's min and max cost less than numpy's reductions
+        if values and (min(values) < 0 or (self.num_classes is not None and max(values) >= self.num_classes)):
+            bad = next(v for v in values if v < 0 or (self.num_classes is not None and v >= self.num_classes))
+            raise DataError(f"{record.where()}: label {bad} of video {video_id!r} is out of range "
                             f"[0, {self.num_classes}); check --num_classes (3862 for the 2018 release, "
                             f"4716 for 2017)")
-        return video_id, labels
+        return video_id, np.fromiter(values, dtype=np.int64, count=len(values))
 
     def decode(self, record: Record) -> Video:
         """A `Video` (dequantized features) from a record of either level."""
