@@ -362,7 +362,13 @@ def make_loader(pattern: str, config: Config, *, training: bool, epoch: int = 0,
                           batch_size=batch_size, dequantize=dequantize)
     workers = num_workers(config.num_readers)
     return VideoLoader(dataset, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                       prefetch_factor=2 if workers else None, persistent_workers=False)
+                       prefetch_factor=2 if workers else None, persistent_workers=False, collate_fn=_as_is)
+
+
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader's collate function: the dataset's batches are already tensors (DataLoader's default
+    would walk every id of every batch)."""
+    return batch
 
 
 def prepare_frames(frames: torch.Tensor) -> torch.Tensor:
