@@ -9,6 +9,8 @@ circulant (DBoF: --dbof_circulant --fc_dbof_circulant; NetVLAD: --fc_netvlad_cir
   penalty, backward, per-tensor gradient clipping, Adam), on a fixed batch already in memory, so that
   the model is measured and not the data pipeline (see bench_data.py for that); median over steps.
 - inference: milliseconds per video, batch of 1, one CPU thread (or the GPU), eval mode; median.
+  Also reported: the fastest step / pass, and the process's CPU time per step (less sensitive to other
+  jobs on the machine than wall-clock time).
   Dense and compact steps alternate in one process, so a shared machine slows both alike.
 - peak memory: on CPU, the peak resident memory of a fresh process that builds the model and trains two
   steps, minus what it held before (torch imported); on GPU, torch.cuda.max_memory_allocated.
@@ -103,16 +105,17 @@ class _Run:
             self.model(self.frames[:1])
 
 
-def _timed(fn, device: "torch.device") -> float:
+def _timed(fn, device: "torch.device") -> tuple[float, float]:
+    """(wall-clock seconds, this process's CPU seconds) of one call."""
     import torch
 
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def measure_speed(dense_flags: list[str], compact_flags: list[str], device_name: str, steps: int,
@@ -137,10 +140,17 @@ def measure_speed(dense_flags: list[str], compact_flags: list[str], device_name:
     for _ in range(inference_runs):
         for i, run in enumerate(runs):
             infer[i].append(_timed(run.infer_one, device))
-    return [{"parameters": run.parameters,
-             "train_examples_per_sec": run.config.batch_size / statistics.median(train[i]),
-             "train_step_ms": 1000 * statistics.median(train[i]),
-             "inference_ms_per_video": 1000 * statistics.median(infer[i])} for i, run in enumerate(runs)]
+    results = []
+    for i, run in enumerate(runs):
+        wall, cpu = (list(column) for column in zip(*train[i]))
+        infer_wall = [t for t, _ in infer[i]]
+        results.append({"parameters": run.parameters,
+                        "train_examples_per_sec": run.config.batch_size / statistics.median(wall),
+                        "train_step_ms": 1000 * statistics.median(wall), "train_step_min_ms": 1000 * min(wall),
+                        "train_step_cpu_ms": 1000 * statistics.median(cpu),
+                        "inference_ms_per_video": 1000 * statistics.median(infer_wall),
+                        "inference_min_ms_per_video": 1000 * min(infer_wall)})
+    return results
 
 
 def measure_memory(flags: list[str], device_name: str) -> float:
@@ -184,11 +194,13 @@ def main() -> None:
 
     memory = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
     print(f"\nprofile {args.profile} on {args.device}: {' '.join(PROFILES[args.profile])}")
-    print(f"{'model':<9} {'variant':<8} {'params':>11} {'train ex/s':>11} {'step ms':>9} {memory:>12} "
-          f"{'infer ms/video':>15}")
+    print(f"{'model':<9} {'variant':<8} {'params':>11} {'train ex/s':>11} {'step ms':>8} {'min':>7} "
+          f"{'cpu ms':>8} {memory:>12} {'infer ms/video':>15} {'min':>6}")
     for r in rows:
         print(f"{r['embedding']:<9} {r['variant']:<8} {r['parameters']:>11,} {r['train_examples_per_sec']:>11.1f} "
-              f"{r['train_step_ms']:>9.1f} {r['peak_memory_mb']:>12.0f} {r['inference_ms_per_video']:>15.2f}")
+              f"{r['train_step_ms']:>8.1f} {r['train_step_min_ms']:>7.1f} {r['train_step_cpu_ms']:>8.1f} "
+              f"{r['peak_memory_mb']:>12.0f} {r['inference_ms_per_video']:>15.2f} "
+              f"{r['inference_min_ms_per_video']:>6.2f}")
     for embedding in MODELS:
         dense, compact = (r for r in rows if r["embedding"] == embedding)
         print(f"{embedding}: compact/dense parameters {compact['parameters'] / dense['parameters']:.3f}, "
