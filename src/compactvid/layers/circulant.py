@@ -18,8 +18,9 @@ truncated to out_features.
 
 Gradients come from a custom ``autograd.Function`` that uses the FFT identities directly (the gradient
 w.r.t. the input is a circular convolution, w.r.t. w a correlation summed over rows in the Fourier
-domain) and reuses the input spectrum saved by the forward pass; this avoids autograd's generic FFT
-backward, which runs full-length complex transforms.
+domain); this avoids autograd's generic FFT backward, which runs full-length complex transforms. On
+CPU, rows go through in cache-sized chunks, and the input spectra are either kept from the forward
+pass (small batches) or recomputed per chunk (large ones), whichever measured faster.
 """
 
 from __future__ import annotations
@@ -63,51 +64,82 @@ SAVE_MAX_ELEMENTS = 1 << 23
 
 
 class _Saved:
-    """Per-factor inputs ``[R, 1 or blocks, n]`` (learned diagonal only) and spectra
-    ``[R, 1 or blocks, n//2+1]`` of a whole batch, filled chunk by chunk by the forward pass."""
+    """Per-factor spectra ``[R, 1 or blocks, n//2+1]`` of the factors' inputs (after the learned
+    diagonal) and, with a learned diagonal, the inputs ``[R, blocks, n]`` of factors 1..k-1, for a
+    whole batch; filled chunk by chunk by the forward pass. Without a learned diagonal the first
+    factor's input is shared by every block, hence one spectrum per row."""
 
-    def __init__(self, rows: int, n: int, blocks: int, k: int, shared_first: bool, learned: bool,
-                 like: Tensor) -> None:
-        widths = [1 if f == 0 and shared_first else blocks for f in range(k)]
-        self.spectra = [like.new_empty(rows, b, n // 2 + 1, dtype=like.dtype.to_complex()) for b in widths]
+    def __init__(self, rows: int, n: int, blocks: int, k: int, learned: bool, like: Tensor) -> None:
+        complex_dtype = like.dtype.to_complex()
+        self.spectra = [like.new_empty(rows, b, n // 2 + 1, dtype=complex_dtype) for b in self.widths(blocks, k, learned)]
         # The first factor's input is the layer input, which autograd keeps anyway.
         self.inputs = [like.new_empty(rows, blocks, n) if learned and f > 0 else None for f in range(k)]
 
+    def store(self, f: int, rows: slice, h: Tensor, spectrum: Tensor) -> None:
+        self.spectra[f][rows] = spectrum
+        if self.inputs[f] is not None:
+            self.inputs[f][rows] = h
+
+    def load(self, rows: slice, x: Tensor) -> list[tuple[Tensor | None, Tensor]]:
+        """Per factor, (input or None where the backward pass does not use it, spectrum) for the
+        given rows; ``x`` holds those rows of the layer input."""
+        inputs = [x.unsqueeze(1)] + [t[rows] if t is not None else None for t in self.inputs[1:]]
+        return [(h, spectrum[rows]) for h, spectrum in zip(inputs, self.spectra)]
+
     @staticmethod
-    def elements(rows: int, n: int, blocks: int, k: int, shared_first: bool, learned: bool) -> int:
-        widths = [1 if f == 0 and shared_first else blocks for f in range(k)]
-        spectra = sum(rows * b * (n // 2 + 1) * 2 for b in widths)
+    def widths(blocks: int, k: int, learned: bool) -> list[int]:
+        return [blocks if learned or f > 0 else 1 for f in range(k)]
+
+    @staticmethod
+    def elements(rows: int, n: int, blocks: int, k: int, learned: bool) -> int:
+        """Real elements held (a complex value counts two)."""
+        spectra = sum(rows * b * (n // 2 + 1) * 2 for b in _Saved.widths(blocks, k, learned))
         return spectra + (rows * blocks * n * (k - 1) if learned else 0)
 
 
 def _chain_forward(
     x: Tensor, w_conj: Tensor, diag: Tensor | None, sign: Tensor | None,
-    saved: _Saved | None = None, rows: slice | None = None, last: bool = True,
-) -> tuple[Tensor | None, list[tuple[Tensor, Tensor]]]:
-    """Apply the k factors of every block to rows ``x [c, n]``.
+    saved: _Saved | None = None, rows: slice | None = None,
+) -> Tensor:
+    """Apply the k factors of every block to rows ``x [c, n]`` -> ``[c, blocks, n]``; copy what the
+    backward pass needs into ``saved[rows]`` when given.
 
-    ``w_conj [blocks, k, n//2+1]`` is the conjugated spectrum of the first rows. Returns the output
-    ``[c, blocks, n]`` (None when ``last`` is False: the last factor's inverse transform is skipped) and,
-    per factor, its input ``[c, 1 or blocks, n]`` and the spectrum of that input after the learned
-    diagonal, which are also copied into ``saved[rows]`` when given.
+    ``w_conj [blocks, k, n//2+1]`` is the conjugated spectrum of the first rows.
     """
     n = x.shape[-1]
-    k = w_conj.shape[1]
     h = x.unsqueeze(1)  # [c, 1, n]: the first factor's input is shared by every block
+    for f in range(w_conj.shape[1]):
+        spectrum = torch.fft.rfft(h * diag[:, f] if diag is not None else h, dim=-1)
+        if saved is not None:
+            saved.store(f, rows, h, spectrum)
+        # In place unless the spectrum is the shared [c, 1, n//2+1] one that broadcasts over blocks.
+        if spectrum.shape[1] == w_conj.shape[0]:
+            product = spectrum.mul_(w_conj[:, f])
+        else:
+            product = spectrum * w_conj[:, f]
+        h = torch.fft.irfft(product, n=n, dim=-1)
+        if sign is not None:
+            h.mul_(sign[:, f])
+    return h
+
+
+def _chain_inputs(
+    x: Tensor, w_conj: Tensor, diag: Tensor | None, sign: Tensor | None
+) -> list[tuple[Tensor, Tensor]]:
+    """Recompute, for rows ``x [c, n]``, what the backward pass needs: per factor, its input
+    ``[c, 1 or blocks, n]`` and the spectrum of that input after the learned diagonal."""
+    n = x.shape[-1]
+    k = w_conj.shape[1]
+    h = x.unsqueeze(1)
     kept = []
     for f in range(k):
         spectrum = torch.fft.rfft(h * diag[:, f] if diag is not None else h, dim=-1)
         kept.append((h, spectrum))
-        if saved is not None:
-            saved.spectra[f][rows] = spectrum
-            if saved.inputs[f] is not None:
-                saved.inputs[f][rows] = h
-        if f + 1 == k and not last:
-            return None, kept
-        h = torch.fft.irfft(spectrum * w_conj[:, f], n=n, dim=-1)
-        if sign is not None:
-            h.mul_(sign[:, f])
-    return h, kept
+        if f + 1 < k:  # the last factor's output is not needed
+            h = torch.fft.irfft(spectrum * w_conj[:, f], n=n, dim=-1)
+            if sign is not None:
+                h.mul_(sign[:, f])
+    return kept
 
 
 class _CirculantFunction(torch.autograd.Function):
@@ -123,13 +155,14 @@ class _CirculantFunction(torch.autograd.Function):
         w_conj = torch.fft.rfft(weight, dim=-1).conj_physical()
         y = x.new_empty(rows, out_features)
         saved = None
-        layout = (rows, n, blocks, k, diag is None, diag is not None)
-        if needs_backward and _Saved.elements(*layout) <= SAVE_MAX_ELEMENTS:
+        layout = (rows, n, blocks, k, diag is not None)
+        # Off CPU (one chunk, no page faults, fast memory), keeping the spectra always pays.
+        if needs_backward and (x.device.type != "cpu" or _Saved.elements(*layout) <= SAVE_MAX_ELEMENTS):
             saved = _Saved(*layout, like=x)
         step = _chunk_rows(x, blocks)
         for start in range(0, rows, step):
             chunk = slice(start, start + step)
-            h, _ = _chain_forward(x[chunk], w_conj, diag, sign, saved, chunk)
+            h = _chain_forward(x[chunk], w_conj, diag, sign, saved, chunk)
             y[chunk] = h.reshape(h.shape[0], blocks * n)[:, :out_features]
         ctx.saved = saved
         ctx.save_for_backward(x, weight, diag, sign, w_conj)
@@ -154,14 +187,7 @@ class _CirculantFunction(torch.autograd.Function):
         for start in range(0, x.shape[0], step):
             chunk = slice(start, start + step)
             xc = x[chunk]
-            if saved is None:
-                _, kept = _chain_forward(xc, w_conj, diag, sign, last=False)
-            else:
-                kept = [
-                    (xc.unsqueeze(1) if f == 0 else (saved.inputs[f][chunk] if saved.inputs[f] is not None else None),
-                     saved.spectra[f][chunk])
-                    for f in range(k)
-                ]
+            kept = _chain_inputs(xc, w_conj, diag, sign) if saved is None else saved.load(chunk, xc)
             gc = grad_y[chunk]
             if out_features < blocks * n:
                 # Truncated outputs get zero gradient.
