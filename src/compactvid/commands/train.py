@@ -1,9 +1,15 @@
 """Train a model on YouTube-8M-format TFRecord files (the seed's train.py, same flags).
 
-Runs on the CPU, one GPU, the GPUs of this machine (--num_gpu=N) or many machines (torchrun). Writes
-config.json, params.json, checkpoints/, metrics.jsonl and TensorBoard events into --train_dir and
-resumes from its newest checkpoint unless --start_new_model is given. Every flag of the seed's
-README is accepted; see `python -c "import compactvid.train; help(compactvid.train)"` for examples.
+Writes config.json, params.json, checkpoints/ (the newest 3), metrics.jsonl and TensorBoard events into
+--train_dir, and resumes from its newest checkpoint unless --start_new_model is given (which removes
+only those files). SIGINT/SIGTERM write a checkpoint, then stop. Every flag of the seed's README works.
+
+  CPU or one GPU:  compactvid train --train_dir=runs/dbof --train_data_pattern='data/train*.tfrecord'
+                   --eval_data_pattern='data/validate*.tfrecord' --add_dbof --batch_size=80 ...
+  4 GPUs (DDP):    compactvid train --num_gpu=4 ...
+  2 machines:      torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d
+                   --rdzv_endpoint=HOST:29500 $(which compactvid) train ...   (on each machine)
+  TensorBoard:     tensorboard --logdir runs/
 """
 
 from __future__ import annotations
