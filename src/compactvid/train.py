@@ -21,14 +21,18 @@ What a run writes into --train_dir: ``config.json`` (every flag), ``params.json`
 validation), TensorBoard event files. Without --start_new_model a run resumes from the newest
 checkpoint (model, optimizer, learning-rate schedule, step, epoch and position in it, RNG states);
 a resume with different data or model flags is refused. SIGINT/SIGTERM write a checkpoint and stop.
+With several machines, --train_dir must be a directory they all see (rank 0 writes, all read).
 
 Semantics, as the seed (code/train.py): Adam; learning rate
 ``base_learning_rate * learning_rate_decay ** floor(examples / learning_rate_decay_examples)`` with
-`examples` the videos read by all processes together; each parameter tensor's gradient clipped to
-norm --clip_gradient_norm separately; loss = label loss + regularization_penalty * the model's L2
-penalties. --batch_size is per process. One difference: the seed *summed* the gradients of its GPU
-towers, DDP *averages* them over processes, so N GPUs here take steps 1/N the size of the seed's
-(before Adam's normalization, which makes the two nearly the same).
+`examples` the examples (batch rows: two per video with --data_augmentation) of all processes
+together, so that a step of --batch_size per process counts as the seed counted it; each parameter
+tensor's gradient clipped to norm --clip_gradient_norm separately; loss = label loss +
+regularization_penalty * the model's L2 penalties. --batch_size is per process. One difference: the
+seed *summed* the gradients of its GPU towers, DDP *averages* them over processes, so N GPUs here take
+steps 1/N the size of the seed's (before Adam's normalization, which makes the two nearly the same).
+Each process reads a disjoint share of every epoch; shares may differ by a batch, which
+torch.distributed's Join absorbs at the end of the epoch.
 """
 
 from __future__ import annotations
@@ -381,7 +385,7 @@ class Position:
     step: int = 0  # optimizer steps (all processes step together)
     epoch: int = 0  # epochs completed; the one in progress has this 0-based index
     batches_in_epoch: int = 0  # batches each process has consumed in the epoch in progress
-    examples: int = 0  # videos read by all processes together
+    examples: int = 0  # examples (batch rows) of all processes together
     examples_per_epoch: Optional[int] = None  # known after the first complete epoch
 
 
