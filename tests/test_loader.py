@@ -87,8 +87,8 @@ def _frame_numbers(sampled: torch.Tensor, reference: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("random_frames", [True, False])
-@pytest.mark.parametrize("batch_size, shuffle_buffer_size, dequantize", [(16, 4, True), (2, 1, False)],
-                         ids=["one_batch", "videos_split_between_batches"])
+@pytest.mark.parametrize("batch_size, shuffle_buffer_size, dequantize", [(8, 4, True), (1, 1, False)],
+                         ids=["one_batch", "one_video_per_batch"])
 def test_sampling_normalization_and_augmentation(tmp_path, random_frames, batch_size, shuffle_buffer_size,
                                                  dequantize):
     rng = np.random.default_rng(0)
@@ -99,20 +99,21 @@ def test_sampling_normalization_and_augmentation(tmp_path, random_frames, batch_
     config = _config(batch_size=batch_size, iterations=5, n_bagging=3, data_augmentation=True,
                      sample_random_frames=random_frames, shuffle_buffer_size=shuffle_buffer_size)
     batches = list(make_loader(path, config, training=True, dequantize=dequantize))
-    if batch_size == 2:  # not shuffled: the halves of "seven" and of "forty" go to two batches each
-        assert [b["ids"] for b in batches] == [["one", "seven"], ["seven", "forty"], ["forty"]]
+    if batch_size == 1:  # --batch_size counts videos: a batch holds both examples of its video
+        assert [b["ids"] for b in batches] == [["one", "one"], ["seven", "seven"], ["forty", "forty"]]
     frames = torch.cat([prepare_frames(b["frames"]) for b in batches])
     ids = [i for b in batches for i in b["ids"]]
     num_frames = torch.cat([b["num_frames"] for b in batches])
     labels = torch.cat([b["labels"] for b in batches])
-    assert frames.shape == (5, 3, 5, sum(SIZES)) and frames.dtype == torch.float32
-    assert torch.allclose(frames.norm(dim=-1), torch.ones(5, 3, 5), atol=1e-6)
+    assert frames.shape == (6, 3, 5, sum(SIZES)) and frames.dtype == torch.float32
+    assert torch.allclose(frames.norm(dim=-1), torch.ones(6, 3, 5), atol=1e-6)
     halves = collections.defaultdict(list)
     for i, video_id in enumerate(ids):
         numbers = _frame_numbers(frames[i], reference[video_id])
         halves[video_id].append((numbers, int(num_frames[i])))
         assert labels[i].tolist() == [0, 1] + [0] * 8
-    assert len(halves["one"]) == 1 and halves["one"][0][1] == 1  # a 1-frame video is not split
+    # a 1-frame video has no second half: both examples are the whole video
+    assert [(h[0].tolist(), h[1]) for h in halves["one"]] == [([[0] * 5] * 3, 1)] * 2
     for name in ("seven", "forty"):
         n = lengths[name]
         (first, first_count), (second, second_count) = sorted(halves[name], key=lambda h: h[0].min())
@@ -147,7 +148,7 @@ def test_sample_frame_indices_distribution():
     # the largest draw below 1 stays in range
     top = np.nextafter(1.0, 0.0)
     assert sample_frame_indices(np.full((1, 1, 1), top), np.array([5]), np.array([3]), 1).item() == 7
-    assert augmentation_halves(5) == [(0, 3), (3, 5)] and augmentation_halves(1) == [(0, 1)]
+    assert augmentation_halves(5) == [(0, 3), (3, 5)] and augmentation_halves(1) == [(0, 1), (0, 1)]
 
 
 def test_normalization_matches_tensorflow_formula(tmp_path):

@@ -17,7 +17,7 @@ from torch import nn
 
 from compactvid import checkpoint as ckpt
 from compactvid.config import Config
-from compactvid.data.loader import make_loader
+from compactvid.data.loader import make_loader, prepare_frames
 from compactvid.errors import CheckpointError
 from compactvid.losses import create_loss
 from compactvid.metrics import EvaluationMetrics
@@ -41,7 +41,7 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.
         for batch in loader:
             labels = batch["labels"].to(device, non_blocking=True)
             with autocast:
-                predictions = model(batch["frames"].to(device, non_blocking=True))
+                predictions = model(prepare_frames(batch["frames"].to(device, non_blocking=True)))
             predictions = predictions.float()
             metrics.accumulate(predictions, labels, loss_fn(predictions, labels))
     if distributed:
@@ -79,7 +79,7 @@ def evaluate_checkpoint(train_dir: str, data_pattern: str, checkpoint_path: Opti
     config, model, state = load_trained_model(train_dir, checkpoint_path, device)
     if num_readers is not None:
         config = dataclasses.replace(config, num_readers=num_readers)
-    loader = make_loader(data_pattern, config, training=False, batch_size=batch_size)
+    loader = make_loader(data_pattern, config, training=False, batch_size=batch_size, dequantize=False)
     results = evaluate(model, loader, create_loss(config.label_loss), device, config.num_classes, top_k,
                        mixed_precision=config.mixed_precision)
     return {**results, "step": state["position"]["step"]}

@@ -200,7 +200,7 @@ def inference_ms_per_video(train_dir: str, data_pattern: str, videos: int = 40) 
     """Median milliseconds of one forward pass on one video (batch 1, one thread) with the newest checkpoint."""
     import torch
 
-    from compactvid.data.loader import make_loader
+    from compactvid.data.loader import make_loader, prepare_frames
     from compactvid.evaluate import load_trained_model
 
     config, model, _ = load_trained_model(train_dir)
@@ -210,9 +210,10 @@ def inference_ms_per_video(train_dir: str, data_pattern: str, videos: int = 40) 
     times = []
     try:
         with torch.inference_mode():
-            for i, batch in enumerate(make_loader(data_pattern, config, training=False, batch_size=1)):
+            batches = make_loader(data_pattern, config, training=False, batch_size=1, dequantize=False)
+            for i, batch in enumerate(batches):
                 started = time.perf_counter()
-                model(batch["frames"])
+                model(prepare_frames(batch["frames"]))
                 if i >= 3:  # the first calls allocate and warm caches
                     times.append(time.perf_counter() - started)
                 if len(times) == videos:

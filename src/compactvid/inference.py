@@ -14,6 +14,8 @@ from typing import Iterable, TextIO
 import torch
 from torch import nn
 
+from compactvid.data.loader import prepare_frames
+
 HEADER = "VideoId,LabelConfidencePairs\n"
 
 
@@ -35,7 +37,7 @@ def write_predictions(model: nn.Module, loader: Iterable[dict], out: TextIO, top
     with torch.inference_mode():
         for batch in loader:
             with autocast:
-                predictions = model(batch["frames"].to(device, non_blocking=True))
+                predictions = model(prepare_frames(batch["frames"].to(device, non_blocking=True)))
             out.writelines(format_rows(batch["ids"], predictions, top_k))
             videos += len(batch["ids"])
     return videos

@@ -25,7 +25,7 @@ With several machines, --train_dir must be a directory they all see (rank 0 writ
 
 Semantics, as the seed (code/train.py): Adam; learning rate
 ``base_learning_rate * learning_rate_decay ** floor(examples / learning_rate_decay_examples)`` with
-`examples` the examples (batch rows: two per video with --data_augmentation) of all processes
+`examples` the videos (batch rows, or half of them with --data_augmentation) of all processes
 together, so that a step of --batch_size per process counts as the seed counted it; each parameter
 tensor's gradient clipped to norm --clip_gradient_norm separately; loss = label loss +
 regularization_penalty * the model's L2 penalties. --batch_size is per process. One difference: the
@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from compactvid import checkpoint as ckpt
 from compactvid.config import Config, fields_in_group
-from compactvid.data.loader import make_loader
+from compactvid.data.loader import make_loader, prepare_frames
 from compactvid.errors import CompactVidError, ConfigError
 from compactvid.evaluate import evaluate
 from compactvid.losses import create_loss
@@ -433,6 +433,8 @@ class Trainer:
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                             else None) if process.distributed else self.model)
         self.stats = StepStats(process)
+        # --data_augmentation makes two examples (batch rows) of every video; `examples` counts videos.
+        self.rows_per_video = 2 if config.data_augmentation and config.frame_features else 1
         self.writer = None
         self.bar = None
         if process.is_main:
@@ -518,7 +520,7 @@ class Trainer:
             return
         self.validated_step = self.position.step
         loader = make_loader(self.config.eval_data_pattern, self.config, training=False,
-                             rank=self.process.rank, world_size=self.process.world_size)
+                             rank=self.process.rank, world_size=self.process.world_size, dequantize=False)
         start = time.perf_counter()
         results = evaluate(self.model, loader, self.loss_fn, self.device, self.config.num_classes,
                            mixed_precision=self.config.mixed_precision, distributed=self.process.distributed)
@@ -589,7 +591,7 @@ class Trainer:
                     self.bar.refresh()
                 self._say(f"epoch {position.epoch + 1} done at step {position.step}: {self.epoch_examples} "
                           f"examples in {time.perf_counter() - self.epoch_start:.1f} s, mean training loss "
-                          f"{self.epoch_loss / max(self.epoch_examples, 1):.4f}")
+                          f"{self.epoch_loss / max(self.epoch_rows, 1):.4f}")
                 if config.eval_data_pattern:
                     self._validate()
                 position.epoch += 1
@@ -612,7 +614,7 @@ class Trainer:
         """This process's batches of the epoch in progress, after those a resumed run already consumed."""
         loader = make_loader(self.config.train_data_pattern, self.config, training=True,
                              epoch=self.position.epoch, rank=self.process.rank,
-                             world_size=self.process.world_size)
+                             world_size=self.process.world_size, dequantize=False)
         batches = _without_single_video_batches(self._interruptible(iter(loader)))
         for _ in range(self.position.batches_in_epoch):
             if next(batches, None) is None:
@@ -639,33 +641,35 @@ class Trainer:
         """
         config, position = self.config, self.position
         ended = "complete"
-        window_loss, window_examples, window_start = 0.0, 0, time.perf_counter()
-        self.epoch_loss, self.epoch_examples, self.epoch_start = 0.0, 0, window_start
+        window_loss, window_rows, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
+        self.epoch_loss, self.epoch_rows, self.epoch_examples, self.epoch_start = 0.0, 0, 0, window_start
         joinables = [self.ddp, self.stats] if self.process.distributed else []
         self.model.train()
         with Join(joinables) if joinables else contextlib.nullcontext():
             for batch in self._batches():
-                loss_sum, videos = self._forward_backward(batch)
-                loss_total, videos, stop, active = self.stats.reduce(
-                    loss_sum, videos, self.stop_signal is not None)
+                loss_sum, rows = self._forward_backward(batch)
+                loss_total, rows, stop, active = self.stats.reduce(loss_sum, rows, self.stop_signal is not None)
+                videos = int(rows) // self.rows_per_video
                 if not math.isfinite(loss_total):
                     ended = "nan" if math.isnan(loss_total) else "infinite"
                     break
                 self._optimizer_step()
                 position.step += 1
                 position.batches_in_epoch += 1
-                position.examples += int(videos)
+                position.examples += videos
                 window_loss += loss_total
-                window_examples += int(videos)
+                window_rows += int(rows)
+                window_examples += videos
                 self.epoch_loss += loss_total
-                self.epoch_examples += int(videos)
-                self.bar.update(int(videos))
+                self.epoch_rows += int(rows)
+                self.epoch_examples += videos
+                self.bar.update(videos)
                 if position.step % config.log_every_steps == 0:
                     elapsed = time.perf_counter() - window_start
-                    self._log({"loss": window_loss / window_examples, "lr": self._lr(),
+                    self._log({"loss": window_loss / window_rows, "lr": self._lr(),
                                "examples_per_sec": window_examples / elapsed})
-                    self.bar.set_postfix(loss=f"{window_loss / window_examples:.3f}", epoch=position.epoch + 1)
-                    window_loss, window_examples, window_start = 0.0, 0, time.perf_counter()
+                    self.bar.set_postfix(loss=f"{window_loss / window_rows:.3f}", epoch=position.epoch + 1)
+                    window_loss, window_rows, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
                 everyone = active == self.process.world_size  # the collectives below need every process
                 if everyone and config.eval_every_steps and position.step % config.eval_every_steps == 0 \
                         and config.eval_data_pattern:
@@ -681,8 +685,9 @@ class Trainer:
         return self._agree(ended)
 
     def _forward_backward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        """Forward and backward on one batch. Returns (label loss x videos, a tensor; videos)."""
-        frames = batch["frames"].to(self.device, non_blocking=True)
+        """Forward and backward on one batch. Returns (label loss x rows, a tensor; rows = examples of
+        the batch, two per video under --data_augmentation)."""
+        frames = prepare_frames(batch["frames"].to(self.device, non_blocking=True))
         labels = batch["labels"].to(self.device, non_blocking=True)
         with self.autocast:
             predictions = self.ddp(frames)
@@ -690,10 +695,10 @@ class Trainer:
         loss = label_loss + self.config.regularization_penalty * self.model.regularization_loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        videos = len(batch["ids"])
+        rows = len(batch["ids"])
         # NaN when the full loss (penalties included) is not finite, without a device-to-host sync here.
-        loss_sum = torch.where(torch.isfinite(loss.detach()), label_loss.detach() * videos, torch.nan)
-        return loss_sum, videos
+        loss_sum = torch.where(torch.isfinite(loss.detach()), label_loss.detach() * rows, torch.nan)
+        return loss_sum, rows
 
     def _optimizer_step(self) -> None:
         if self.config.clip_gradient_norm > 0:

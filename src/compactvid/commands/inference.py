@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     config, model, state = load_trained_model(args.train_dir, device=device)
     if args.num_readers is not None:
         config = dataclasses.replace(config, num_readers=args.num_readers)
-    loader = make_loader(args.input_data_pattern, config, training=False, batch_size=args.batch_size)
+    loader = make_loader(args.input_data_pattern, config, training=False, batch_size=args.batch_size,
+                         dequantize=False)
     with fsspec.open(args.output_file, "w") as out:
         videos = write_predictions(model, loader, out, args.top_k, device, config.mixed_precision)
     log.info("wrote the top %d predictions of %d videos to %s (checkpoint of step %d)", args.top_k, videos,

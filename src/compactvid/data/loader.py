@@ -164,12 +164,13 @@ class YT8MDataset(IterableDataset):
         config.validate()
         self.files = sorted(files)
         self.training, self.epoch, self.rank, self.world_size = training, epoch, rank, world_size
-        self.batch_size = batch_size or config.batch_size
+        self.augment = training and config.data_augmentation and config.frame_features
+        # --batch_size counts videos, as the seed's: under augmentation a batch holds two examples of each.
+        self.batch_size = (batch_size or config.batch_size) * (2 if self.augment else 1)
         self.seed = config.seed
         self.frame_level = config.frame_features
         self.iterations, self.n_bagging = config.iterations, config.n_bagging
         self.random_frames = config.sample_random_frames
-        self.augment = training and config.data_augmentation and config.frame_features
         self.shuffle_buffer = config.shuffle_buffer_size if training else 0
         self.skip_corrupt = config.skip_corrupt_records
         self.num_classes = config.num_classes
@@ -353,7 +354,8 @@ def make_loader(pattern: str, config: Config, *, training: bool, epoch: int = 0,
 
     training=True: shuffled (file order and a record buffer), frames sampled per the config, data
     augmentation per ``--data_augmentation``. training=False: every record of this rank's share once,
-    in order, deterministic sampling, no augmentation. `batch_size` defaults to ``config.batch_size``.
+    in order, deterministic sampling, no augmentation. `batch_size` (videos per batch) defaults to
+    ``config.batch_size``; under augmentation a batch holds two examples (rows) of each video.
     dequantize=False: frame-level batches hold uint8 frames, for `prepare_frames` on the device.
     See the module docstring for the batch layout and sharding.
     """

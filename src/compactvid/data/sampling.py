@@ -53,10 +53,10 @@ def frame_view(frames: np.ndarray) -> np.ndarray:
 
 def augmentation_halves(num_frames: int) -> list[tuple[int, int]]:
     """Frame ranges [start, stop) of the examples `--data_augmentation` makes of one video: the first
-    ceil(n/2) frames and the last floor(n/2). A video of fewer than 2 frames has no second half and
-    stays one example (its only frame, or none)."""
+    ceil(n/2) frames and the last floor(n/2). A video of fewer than 2 frames has no second half: both
+    examples are the whole video (so that every video makes exactly two, as in the original's batches)."""
     if num_frames < 2:
-        return [(0, num_frames)]
+        return [(0, num_frames), (0, num_frames)]
     middle = (num_frames + 1) // 2
     return [(0, middle), (middle, num_frames)]
 
