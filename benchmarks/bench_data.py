@@ -10,6 +10,10 @@ Measured in the same run, on the same files, after one untimed pass (so the file
   and padded to 300 frames), without its batching and normalization, so the baseline is if anything
   flattered; "baseline_with_batching" also copies each padded video into a float32 batch, as the
   original's queue did before its model sampled frames;
+- tensorflow (with `--tf_python PATH`, a Python that has TensorFlow): the original reader itself, tf.data
+  with `parse_single_sequence_example`, decode, dequantize, pad to 300, on one thread
+  (`tf_reader_baseline.py`, run in a subprocess that times its own passes, so TensorFlow's import is
+  not counted); when given, it is the baseline of record, as the issue names it;
 - compactvid: `make_loader` with the seed's settings (batch 80, iterations 15, n_bagging 10,
   data augmentation on), in one process and one thread, then with 2 DataLoader workers. The headline
   (`videos_per_sec`) is the uint8 batches the model receives (``dequantize=False``: `prepare_frames`
@@ -17,7 +21,8 @@ Measured in the same run, on the same files, after one untimed pass (so the file
 
 Usage:
     python benchmarks/bench_data.py --make_data /tmp/bench_yt8m --num_videos 2000
-    python benchmarks/bench_data.py --data_pattern '/tmp/bench_yt8m/*.tfrecord' --json bench_data.json
+    python benchmarks/bench_data.py --data_pattern '/tmp/bench_yt8m/*.tfrecord' --json bench_data.json \
+        --tf_python /tmp/tfvenv/bin/python     # after: python -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,6 +124,16 @@ def pipeline(pattern: str, readers: int, dequantize: bool) -> int:
     return examples // 2  # data augmentation: two examples per video (every benchmark video has >= 2 frames)
 
 
+def tensorflow_reader(tf_python: str, pattern: str) -> tuple[int, float, float]:
+    """(videos, seconds, CPU seconds) of the original TensorFlow reader's second pass over the files,
+    timed inside its own process (the first pass warms TensorFlow's kernels)."""
+    script = str(Path(__file__).with_name("tf_reader_baseline.py"))
+    done = subprocess.run([tf_python, script, "--data_pattern", pattern, "--passes", "2"], check=True,
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["videos"], min(result["seconds"]), min(result["cpu_seconds"])
+
+
 def measure(runs: dict, repeats: int) -> dict[str, dict[str, float]]:
     """Videos per second of each run, best of `repeats` passes, in wall-clock time and in this process's
     CPU time (less sensitive to other processes on a shared machine). The runs take turns, so that a
@@ -127,9 +144,13 @@ def measure(runs: dict, repeats: int) -> dict[str, dict[str, float]]:
     for _ in range(repeats):
         for name, (function, arguments) in runs.items():
             start_wall, start_cpu = time.perf_counter(), time.process_time()
-            counts[name] = function(*arguments)
-            wall[name] = min(wall[name], time.perf_counter() - start_wall)
-            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+            counted = function(*arguments)
+            seconds, cpu_seconds = time.perf_counter() - start_wall, time.process_time() - start_cpu
+            if isinstance(counted, tuple):  # a subprocess that timed itself
+                counted, seconds, cpu_seconds = counted
+            counts[name] = counted
+            wall[name] = min(wall[name], seconds)
+            cpu[name] = min(cpu[name], cpu_seconds)
     return {name: {"videos": counts[name], "seconds": round(wall[name], 3),
                    "videos_per_sec": round(counts[name] / wall[name], 1), "cpu_seconds": round(cpu[name], 3),
                    "videos_per_cpu_sec": round(counts[name] / cpu[name], 1)} for name in runs}
@@ -144,6 +165,8 @@ def main() -> None:
     parser.add_argument("--num_files", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of each reader; the best is kept")
+    parser.add_argument("--tf_python", help="a Python with TensorFlow: also time the original TF reader, "
+                                            "then the baseline of record")
     args = parser.parse_args()
     if args.make_data:
         make_data(args.make_data, args.num_videos, args.num_files, args.seed)
@@ -163,8 +186,10 @@ def main() -> None:
         "compactvid_uint8_2_workers": (pipeline, (args.data_pattern, 2, False)),
         "compactvid_float32_2_workers": (pipeline, (args.data_pattern, 2, True)),
     }
+    if args.tf_python:
+        runs = {"tensorflow": (tensorflow_reader, (args.tf_python, args.data_pattern)), **runs}
     results = measure(runs, args.repeats)
-    base = results["baseline"]
+    base = results["tensorflow" if args.tf_python else "baseline"]
     size = sum(os.path.getsize(f) for f in files if "://" not in f)
     print(f"{len(files)} files, {base['videos']} videos, {size / 2**20:.0f} MiB; best of {args.repeats} passes")
     print(f"{'reader':<30} {'videos/s':>9} {'x base':>7} {'videos/cpu-s':>13} {'x base':>7}")
@@ -185,7 +210,10 @@ def main() -> None:
         "videos_per_sec_float32_2_workers": results["compactvid_float32_2_workers"]["videos_per_sec"],
         "raw_read_videos_per_sec": results["raw_read"]["videos_per_sec"],
         "bound_videos_per_sec": results["bound"]["videos_per_sec"],
+        "baseline": "tensorflow" if args.tf_python else "baseline",
         "baseline_videos_per_sec": base["videos_per_sec"],
+        "tensorflow_videos_per_sec": results["tensorflow"]["videos_per_sec"] if args.tf_python else None,
+        "python_baseline_videos_per_sec": results["baseline"]["videos_per_sec"],
         "baseline_with_batching_videos_per_sec": results["baseline_with_batching"]["videos_per_sec"],
         "speedup_vs_baseline": speedup("compactvid_uint8"),
         "speedup_vs_baseline_cpu_time": speedup("compactvid_uint8", "videos_per_cpu_sec"),
