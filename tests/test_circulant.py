@@ -16,11 +16,14 @@ SHAPES = [(8, 8), (16, 5), (8, 24), (6, 13), (7, 7), (7, 3)]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _fixed_mkl_threads():
-    # Setting the thread count explicitly (even to its current value) turns off MKL's dynamic
-    # threading; with it on, small MKL FFTs resize the OpenMP team at each call, which costs
-    # milliseconds per call on a busy machine and made these tests ten times slower.
-    torch.set_num_threads(torch.get_num_threads())
+def _one_thread():
+    # These layers are tiny: threads only add OpenMP/MKL synchronization, which on a busy machine
+    # stalls for milliseconds per call (and MKL's default dynamic threading re-sizes the team at
+    # each FFT); results do not depend on the thread count.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _layer(i: int, o: int, **kw) -> CirculantLinear:

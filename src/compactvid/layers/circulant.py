@@ -71,7 +71,9 @@ class _Saved:
 
     def __init__(self, rows: int, n: int, blocks: int, k: int, learned: bool, like: Tensor) -> None:
         complex_dtype = like.dtype.to_complex()
-        self.spectra = [like.new_empty(rows, b, n // 2 + 1, dtype=complex_dtype) for b in self.widths(blocks, k, learned)]
+        self.spectra = [
+            like.new_empty(rows, b, n // 2 + 1, dtype=complex_dtype) for b in self.widths(blocks, k, learned)
+        ]
         # The first factor's input is the layer input, which autograd keeps anyway.
         self.inputs = [like.new_empty(rows, blocks, n) if learned and f > 0 else None for f in range(k)]
 
@@ -209,7 +211,8 @@ class _CirculantFunction(torch.autograd.Function):
                 # The adjoint of a correlation with w is a convolution with w.
                 product = spectrum_g * w[:, f]
                 if f == 0 and diag is None:
-                    grad_x[chunk] = torch.fft.irfft(product.sum(1) if blocks > 1 else product[:, 0], n=n, dim=-1)
+                    summed = product.sum(1) if blocks > 1 else product[:, 0]
+                    grad_x[chunk] = torch.fft.irfft(summed, n=n, dim=-1)
                     break
                 g = torch.fft.irfft(product, n=n, dim=-1)
                 if diag is not None:
@@ -236,12 +239,17 @@ class CirculantLinear(nn.Module):
         diag: ``"learned"`` (factor C(w) D, D trained), ``"sign"`` (factor D C(w), D a fixed random
             +-1 buffer) or ``"none"`` (factor C(w)).
         k_factor: number of factors multiplied in each block (>= 1).
+        device, dtype: where and in which floating type to create the parameters, as for nn.Linear.
 
     Parameters:
         weight: ``[blocks, k_factor, n]`` first rows of the circulant matrices.
         diag: ``[blocks, k_factor, n]`` learned diagonals (``diag="learned"`` only).
         sign: buffer ``[blocks, k_factor, n]`` of +-1 (``diag="sign"`` only), saved in the state_dict.
         bias: ``[out_features]`` when ``bias=True``.
+
+    Initialization follows the seed (``CirculantLayerWithFactor`` and the circulant MoE): w and the
+    learned diagonal are drawn from N(0, 1/sqrt(out_features)) (the seed uses one initializer for both),
+    the sign diagonal uniformly from {-1, +1}, the bias is the constant 1/sqrt(out_features).
 
     ``weight`` and ``diag`` carry ``_is_structured = True`` (as in torch_butterfly) so that an optimizer
     setup can exclude them from weight decay.
@@ -260,7 +268,8 @@ class CirculantLinear(nn.Module):
         super().__init__()
         if in_features < 1 or out_features < 1:
             raise ValueError(
-                f"CirculantLinear needs in_features >= 1 and out_features >= 1, got {in_features}, {out_features}"
+                "CirculantLinear needs in_features >= 1 and out_features >= 1, "
+                f"got {in_features}, {out_features}"
             )
         if diag not in DIAG_VARIANTS:
             raise ValueError(f"CirculantLinear diag must be one of {DIAG_VARIANTS}, got {diag!r}")
@@ -349,7 +358,8 @@ class CirculantLinear(nn.Module):
     def factor_matrices(self) -> Tensor:
         """Dense factors ``[blocks, k_factor, n, n]`` (factor f of block b is ``M[b, f]``)."""
         n = self.in_features
-        idx = (torch.arange(n, device=self.weight.device)[None, :] - torch.arange(n, device=self.weight.device)[:, None]) % n
+        i = torch.arange(n, device=self.weight.device)
+        idx = (i[None, :] - i[:, None]) % n
         mats = self.weight[..., idx]  # C(w)[i, j] = w[(j - i) mod n]
         if self.diag is not None:
             mats = mats * self.diag[..., None, :]
@@ -374,7 +384,8 @@ class CirculantLinear(nn.Module):
         params = self.num_compact_parameters()
         dense = self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, "
             f"diag={self.diag_variant}, k_factor={self.k_factor}, blocks={self.blocks}, "
             f"params={params} (dense {dense}, {dense / params:.1f}x smaller)"
         )
