@@ -45,7 +45,8 @@ CPU_MIN_TRANSFORMS = 64
 
 
 def _chunk_rows(x: Tensor, blocks: int) -> int:
-    """Rows per chunk: about CPU_CHUNK_ELEMENTS elements per chunk, chunks of equal size."""
+    """Rows per chunk (all rows off CPU): a chunk's ``[rows, blocks, n]`` holds about
+    ``max(CPU_CHUNK_ELEMENTS, CPU_MIN_TRANSFORMS * n)`` elements; the chunks are of equal size."""
     rows, n = x.shape
     if x.device.type != "cpu" or rows == 0:
         return max(1, rows)
