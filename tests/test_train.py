@@ -335,7 +335,8 @@ def full_size_data(tmp_path_factory):
 def out_folder():
     """One OUT_FOLDER for every line, as in the README (--start_new_model empties it each time); in memory
     where possible, since each checkpoint at these sizes is about 450 MB."""
-    folder = tempfile.mkdtemp(prefix="compactvid-seed-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    in_memory = os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free > 4 * 2**30
+    folder = tempfile.mkdtemp(prefix="compactvid-seed-", dir="/dev/shm" if in_memory else None)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
