@@ -71,7 +71,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment(
         "exp1", "GAP given the pooling method used with DBoF embedding",
         (Run("dc", "Compact FC w/general approach", f"--add_dbof=True --fc_dbof_circulant=True {_MOE}", "red"),
-         Run("cd", "Compact FC w/CD and $D \\in \\{-1, 1\\}$",
+         Run("cd", "Compact FC w/CD and D ∈ {-1, 1}",
              f"--add_dbof=True --use_d_matrix=True --fc_dbof_circulant=True {_MOE}", "blue")),
         note="The README's first command of experiment 1 omits --fc_dbof_circulant=True, yet its figure and "
              "the paper compare two *compact* FC layers (learned diagonal vs fixed +-1 diagonal); the flag is "
