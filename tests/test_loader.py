@@ -249,9 +249,9 @@ def test_local_and_stream_files_give_the_same_batches(tmp_path):
         with open(path, "rb") as local, fsspec.open(f"memory://same/{Path(path).name}", "wb") as remote:
             remote.write(local.read())
     config = _config(data_augmentation=True, shuffle_buffer_size=3)
-    for dequantize in (True, False):
-        local = list(make_loader(f"{tmp_path}/part*", config, training=True, epoch=3, dequantize=dequantize))
-        stream = list(make_loader("memory://same/part*", config, training=True, epoch=3, dequantize=dequantize))
+    for as_float in (True, False):
+        local = list(make_loader(f"{tmp_path}/part*", config, training=True, epoch=3, dequantize=as_float))
+        stream = list(make_loader("memory://same/part*", config, training=True, epoch=3, dequantize=as_float))
         assert [b["ids"] for b in local] == [b["ids"] for b in stream]
         for a, b in zip(local, stream):
             assert all(torch.equal(a[key], b[key]) for key in ("frames", "labels", "num_frames"))

@@ -17,7 +17,7 @@ from compactvid.data.tfrecord import TFRecordWriter
 RGB, AUDIO, CLASSES = 16, 8, 5
 
 # Flags that fit these files and build a small, quick DBoF network.
-TINY_FLAGS = [f"--feature_names=rgb,audio", f"--feature_sizes={RGB},{AUDIO}", f"--num_classes={CLASSES}",
+TINY_FLAGS = ["--feature_names=rgb,audio", f"--feature_sizes={RGB},{AUDIO}", f"--num_classes={CLASSES}",
               "--add_dbof", "--dbof_cluster_size=8", "--fc_hidden_size=8", "--iterations=4",
               "--batch_size=4", "--num_readers=0", "--moe_num_mixtures=2", "--base_learning_rate=0.01"]
 
