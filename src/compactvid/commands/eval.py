@@ -13,25 +13,20 @@ import logging
 import sys
 import time
 
+from compactvid.commands.trained_run import add_trained_run_arguments
 from compactvid.flags import parse_bool
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train_dir", default="/tmp/yt8m_model/", help="Directory of the training run.")
+    add_trained_run_arguments(parser)
     parser.add_argument("--eval_data_pattern", required=True,
                         help="Files to evaluate on: a glob, or several separated by commas (any fsspec path).")
     parser.add_argument("--run_once", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
                         help="Evaluate the newest checkpoint once and exit (default: watch for new ones).")
     parser.add_argument("--norun_once", dest="run_once", action="store_false", help=argparse.SUPPRESS)
     parser.add_argument("--top_k", type=int, default=20, help="Predictions per video that count (GAP@k).")
-    parser.add_argument("--batch_size", type=int, default=None,
-                        help="Videos per batch (default: the training run's --batch_size).")
-    parser.add_argument("--num_readers", type=int, default=None,
-                        help="Data-loading workers (default: the training run's, capped at the CPU count).")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="Where to run the model (auto: CUDA when present).")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                         help="Also write the results as JSON (keys gap, map, hit_at_1, perr, loss, step) to "
                              "PATH; without PATH, to stdout.")

@@ -9,21 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 
+from compactvid.commands.trained_run import add_trained_run_arguments
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train_dir", default="/tmp/yt8m_model/", help="Directory of the training run.")
+    add_trained_run_arguments(parser)
     parser.add_argument("--input_data_pattern", required=True,
                         help="Files to predict: a glob, or several separated by commas (any fsspec path).")
     parser.add_argument("--output_file", required=True, help="The CSV to write (any fsspec path).")
     parser.add_argument("--top_k", type=int, default=20, help="Label/score pairs per video.")
-    parser.add_argument("--batch_size", type=int, default=None,
-                        help="Videos per batch (default: the training run's --batch_size).")
-    parser.add_argument("--num_readers", type=int, default=None,
-                        help="Data-loading workers (default: the training run's, capped at the CPU count).")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="Where to run the model (auto: CUDA when present).")
 
 
 def run(args: argparse.Namespace) -> int:
