@@ -2,7 +2,7 @@
 
 Generates a synthetic YouTube-8M-format dataset once, trains the dense and the compact model, then
 prints parameters, megabytes, compression, best validation GAP, training videos/s and inference
-ms/video side by side, and where the figure is. About 6 minutes on a 2-core CPU; rerunning resumes.
+ms/video side by side, and where the figure is. About 3 minutes on a 2-core CPU; rerunning resumes.
 """
 
 import argparse
