@@ -10,6 +10,7 @@ from compactvid.cli import main
 from compactvid.data.synthetic import write_dataset
 from compactvid.experiments import EXPERIMENTS, SEED_PARAMS, SMALL_PROFILE, run_argv
 from compactvid.flags import parse_config
+from compactvid.plotting import describe, validation_curve
 
 TINY = {"num_epochs": "2", "dbof_cluster_size": "32", "fc_hidden_size": "16", "iterations": "5",
         "n_bagging": "1", "batch_size": "8", "moe_num_mixtures": "2", "eval_every_steps": "2",
@@ -27,6 +28,22 @@ def test_every_run_is_the_readme_command_line():
             parse_config(argv)  # every flag is accepted
     netfv = EXPERIMENTS["exp2-netfv"].runs[1].flags
     assert "--fc_fisher_circulant=True" in netfv and "netvlad" not in netfv
+
+
+def test_legends_describe_the_runs():
+    dense, _ = parse_config(["--add_dbof", "--no_audio"])
+    compact, _ = parse_config(["--add_netvlad", "--fc_netvlad_circulant", "--use_d_matrix"])
+    moe, _ = parse_config(["--add_dbof", "--video_level_classifier_model=Circulant_MoeModel"])
+    assert describe(dense) == "DBoF, dense, no audio"
+    assert describe(compact) == "NetVLAD, compact FC, D in {-1,1}"
+    assert describe(moe) == "DBoF, compact MoE"
+
+
+def test_validation_curve_in_fractional_epochs():
+    records = [{"step": 5, "epoch": 1, "examples": 50, "val_gap": 0.3}, {"step": 10, "epoch": 1, "examples": 100},
+               {"step": 10, "epoch": 1, "examples": 100, "val_gap": 0.4},
+               {"step": 15, "epoch": 2, "examples": 150, "val_gap": 0.5}]
+    assert validation_curve(records) == [(0.5, 0.3), (1.0, 0.4), (1.5, 0.5)]
 
 
 def test_small_profile_changes_only_the_listed_flags():
@@ -73,5 +90,9 @@ def test_experiment_end_to_end_then_resume(tmp_path, capsys):
     assert {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")} == metrics
     assert {name: sorted(os.listdir(out / name / "checkpoints")) for name in ("dc", "cd")} == checkpoints
     again = run_experiment("exp1", "small", str(out), data_dir=str(data), num_classes=6, overrides=TINY)
+    figure = tmp_path / "plot" / "gap.png"
+    assert main(["plot", str(out / "dc"), str(out / "cd"), "--output", str(figure)]) == 0
+    assert figure.stat().st_size > 10_000
+    assert main(["plot", str(data), "--output", str(figure)]) == 1  # not a train_dir: one-line error
     assert {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")} == metrics
     assert [r["best_val_gap"] for r in again["runs"]] == [r["best_val_gap"] for r in saved["runs"]]
