@@ -171,11 +171,7 @@ class RecordDecoder:
 
     def _decode_frames_with_protobuf(self, record: Record) -> tuple["proto.Features", list[np.ndarray]]:
         """The general path: any valid encoding, and the precise error for an invalid one."""
-        try:
-            example = proto.SequenceExample.FromString(record.payload)
-        except DecodeError as error:
-            raise DataError(f"{record.where()}: not a tf.train.SequenceExample (protobuf decoding failed: "
-                            f"{error}); is this a YouTube-8M frame-level file?") from None
+        example = _parse(record, proto.SequenceExample, "frame-level")
         lists = example.feature_lists.feature_list
         frames = []
         for name, size in zip(self.feature_names, self.feature_sizes):
@@ -202,11 +198,7 @@ class RecordDecoder:
     # --- video level ---------------------------------------------------------------------------------
     def decode_video(self, record: Record) -> Video:
         """A video-level record (features float32 ``[sum(sizes)]``); DataError if it is not valid."""
-        try:
-            example = proto.Example.FromString(record.payload)
-        except DecodeError as error:
-            raise DataError(f"{record.where()}: not a tf.train.Example (protobuf decoding failed: {error}); "
-                            f"is this a YouTube-8M video-level file?") from None
+        example = _parse(record, proto.Example, "video-level")
         features = example.features.feature
         out = np.empty(self.dim, dtype=np.float32)
         column = 0
@@ -316,3 +308,12 @@ def iter_videos(pattern: str, *, feature_names: Sequence[str] = ("rgb", "audio")
     yield from iter_decoded(iter_file_records(files, skip_corrupt, report), decoder.decode, skip_corrupt, report)
     if report.corrupt:
         log.warning("%s", report.summary())
+
+
+def _parse(record: Record, message: type, level: str):
+    """`record`'s payload as a `message` (tf.train.Example or SequenceExample); DataError if it is not one."""
+    try:
+        return message.FromString(record.payload)
+    except DecodeError as error:
+        raise DataError(f"{record.where()}: not a tf.train.{message.DESCRIPTOR.name} (protobuf decoding failed: "
+                        f"{error}); is this a YouTube-8M {level} file?") from None
