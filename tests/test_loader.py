@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from compactvid.config import Config
 from compactvid.data.loader import make_loader, num_workers, prepare_frames
-from compactvid.data.sampling import augmentation_halves, frame_view, sample_frame_indices
+from compactvid.data.sampling import augmentation_halves, gather_frames, gather_sampled_frames, sample_frame_indices
 from compactvid.data.yt8m import dequantize
 from compactvid.errors import DataError
 from yt8m_records import frame_payload, video_payload, write_file, write_frame_files
@@ -148,7 +148,7 @@ def test_sample_frame_indices_distribution():
     # the largest draw below 1 stays in range
     top = np.nextafter(1.0, 0.0)
     assert sample_frame_indices(np.full((1, 1, 1), top), np.array([5]), np.array([3]), 1).item() == 7
-    assert augmentation_halves(5) == [(0, 3), (3, 5)] and augmentation_halves(1) == [(0, 1), (0, 1)]
+    assert augmentation_halves(5) == ((0, 3), (3, 2)) and augmentation_halves(1) == ((0, 0), (1, 1))
 
 
 def test_normalization_matches_tensorflow_formula(tmp_path):
@@ -273,15 +273,33 @@ def test_corrupt_payload_found_when_the_record_leaves_the_shuffle_buffer(tmp_pat
     assert loader.report.corrupt == 1 and loader.report.records == 5
 
 
-def test_frame_view_gathers_whole_frames():
+def test_gather_frames_copies_whole_frames_from_where_they_lie():
     rng = np.random.default_rng(3)
-    record = rng.integers(0, 256, (7, 13), dtype=np.uint8)
-    frames = record[:, 2:11]  # rows of 9 bytes, 13 apart, as frames inside a record
-    rows = np.array([[6, 0, 6], [3, 3, 1]])
-    out = np.zeros((2, 3, 12), dtype=np.uint8)
-    frame_view(out[..., 3:])[...] = frame_view(frames)[rows]
-    assert np.array_equal(out[..., 3:], frames[rows]) and not out[..., :3].any()
-    assert frame_view(frames).shape == (7,) and np.shares_memory(frame_view(frames), record)
+    record = rng.integers(0, 256, 7 * 13 + 5 * 6, dtype=np.uint8)
+    frames = [record[:91].reshape(7, 13)[:, 2:11], record[91:].reshape(5, 6)[:, 1:4]]  # 9- and 3-byte frames
+    offsets, strides, sizes = np.array([2, 92]), np.array([13, 6]), np.array([9, 3])
+    rows = np.array([[[4, 0, 4], [3, 3, 1]]])
+    out = np.zeros((1, 2, 3, 12), dtype=np.uint8)
+    gather_frames(out, record, offsets, strides, sizes, 5, rows)
+    assert np.array_equal(out[..., :9], frames[0][rows]) and np.array_equal(out[..., 9:], frames[1][rows])
+    for bad_rows, num_frames in [(rows + 1, 5), (rows - 1, 5), (rows, 8)]:  # outside the video, or the buffer
+        untouched = np.zeros_like(out)
+        with pytest.raises(IndexError):
+            gather_frames(untouched, record, offsets, strides, sizes, num_frames, bad_rows)
+        assert not untouched.any()
+
+
+def test_gather_sampled_frames_is_sampling_then_gathering():
+    rng = np.random.default_rng(4)
+    record = rng.integers(0, 256, 20 * 5, dtype=np.uint8)
+    offsets, strides, sizes = np.array([0, 3]), np.array([5, 5]), np.array([3, 2])
+    for random_frames in (True, False):
+        uniforms = rng.random((2, 3, 4 if random_frames else 1))
+        starts, counts = (0, 11), (11, 9)
+        out = np.empty((2, 3, 4, 5), dtype=np.uint8)
+        gather_sampled_frames(out, record, offsets, strides, sizes, 20, uniforms, starts, counts, 4, random_frames)
+        rows = sample_frame_indices(uniforms, np.array(starts), np.array(counts), 4, random_frames)
+        assert np.array_equal(out, record.reshape(20, 5)[rows])
 
 
 def _loader_reads(path: str, frame_level: bool) -> None:

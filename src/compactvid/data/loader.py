@@ -47,8 +47,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from compactvid.config import Config
 from compactvid.data.paths import expand_pattern
-from compactvid.data.sampling import (augmentation_halves, dequantize_normalize_, frame_view, l2_normalize_,
-                                      sample_frame_indices)
+from compactvid.data.sampling import augmentation_halves, dequantize_normalize_, gather_sampled_frames, l2_normalize_
 from compactvid.data.tfrecord import Record, iter_records
 from compactvid.data.yt8m import QuantizedVideo, ReadReport, RecordDecoder, Video
 from compactvid.errors import DataError
@@ -93,48 +92,40 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype, pool: _BufferPool | None) ->
     return torch.from_numpy(np.empty(shape, dtype=dtype))
 
 
-class _Example(NamedTuple):
-    """One example of a video: it samples the video's real frames ``[start, stop)``."""
-
-    video: QuantizedVideo | Video
-    start: int
-    stop: int
-
-
 class _Batcher:
-    """Fills the tensors of one batch video by video: the frames as each video arrives (its record is
-    then in the CPU cache), labels, frame counts and ids when the batch is complete.
-
-    For uint8 frame-level batches, `columns[f]` views feature f of every frame in `frames` as one void
-    scalar (`frame_view`), ``[B, n_bagging, iterations]``, for gathering frames into.
-    """
+    """Fills the tensors of one batch example by example: the frames as each video arrives, labels,
+    frame counts and ids when the batch is complete. `array` is `frames` as a numpy array (the same
+    memory). Example i is of video ``videos[i]`` and samples ``lengths[i]`` of its real frames."""
 
     def __init__(self, batch_size: int, frame_shape: tuple[int, ...], dtype: type, num_classes: int,
-                 spans: list[slice], pool: _BufferPool | None):
+                 pool: _BufferPool | None):
         self.size = batch_size
         self.frames = _empty((batch_size, *frame_shape), dtype, pool)
-        self.columns = [frame_view(self.frames.numpy()[..., span]) for span in spans] if dtype == np.uint8 else []
+        self.array = self.frames.numpy()
         self.labels = _empty((batch_size, num_classes), np.float32, pool)
-        self.examples: list[_Example] = []
+        self.videos: list[QuantizedVideo | Video] = []
+        self.lengths: list[int] = []
 
     def room(self) -> int:
         """Examples that still fit."""
-        return self.size - len(self.examples)
+        return self.size - len(self.videos)
 
-    def add(self, examples: list[_Example]) -> slice:
-        """Take `examples` (as many as fit); returns their slots in `frames`, to fill."""
-        start = len(self.examples)
-        self.examples += examples[:self.room()]
-        return slice(start, len(self.examples))
+    def add(self, video: QuantizedVideo | Video, lengths: tuple[int, ...]) -> slice:
+        """Take examples of `video` that sample `lengths` frames (as many as fit); returns their slots in
+        `frames`, to fill."""
+        start = len(self.videos)
+        taken = lengths[:self.size - start]
+        self.videos += [video] * len(taken)
+        self.lengths += taken
+        return slice(start, len(self.videos))
 
     def batch(self) -> dict[str, Any]:
-        size = len(self.examples)
-        label_lists = [example.video.labels for example in self.examples]
+        size = len(self.videos)
+        label_lists = [video.labels for video in self.videos]
         labels = self.labels.zero_().numpy()
         labels[np.repeat(np.arange(size), [len(v) for v in label_lists]), np.concatenate(label_lists)] = 1.0
-        num_frames = np.array([example.stop - example.start for example in self.examples], dtype=np.int64)
-        return {"frames": self.frames[:size], "labels": self.labels[:size],
-                "ids": [example.video.id for example in self.examples], "num_frames": torch.from_numpy(num_frames)}
+        return {"frames": self.frames[:size], "labels": self.labels[:size], "ids": [video.id for video in self.videos],
+                "num_frames": torch.tensor(self.lengths, dtype=torch.int64)}
 
 
 class _Uniforms:
@@ -144,12 +135,14 @@ class _Uniforms:
     def __init__(self, rng: np.random.Generator, shape: tuple[int, ...]):
         self.rng, self.shape = rng, shape
         self.block = np.empty((0, *shape))
+        self.used = 0
 
     def take(self, count: int) -> np.ndarray:
-        if len(self.block) < count:
-            self.block = np.concatenate([self.block, self.rng.random((256, *self.shape))])
-        taken, self.block = self.block[:count], self.block[count:]
-        return taken
+        if self.used + count > len(self.block):
+            self.block = np.concatenate([self.block[self.used:], self.rng.random((256, *self.shape))])
+            self.used = 0
+        self.used += count
+        return self.block[self.used - count:self.used]
 
 
 class YT8MDataset(IterableDataset):
@@ -258,65 +251,61 @@ class YT8MDataset(IterableDataset):
         records = self._records(reader, readers, report)
         if self.shuffle_buffer > 1:
             records = self._shuffled(records, rng)
-        dim = self.decoder.dim
-        frame_shape = (self.n_bagging, self.iterations, dim) if self.frame_level else (dim,)
+        frame_shape = (self.n_bagging, self.iterations, self.decoder.dim) if self.frame_level else (self.decoder.dim,)
         dtype = np.float32 if self.dequantize else np.uint8
-        ends = np.cumsum(self.decoder.feature_sizes).tolist()
-        spans = [slice(end - width, end) for end, width in zip(ends, self.decoder.feature_sizes)]
         pool = _BufferPool() if get_worker_info() is None else None
         uniforms = _Uniforms(rng, (self.n_bagging, self.iterations if self.random_frames else 1))
-        # float32 batches: a video's quantized frames are gathered here, then converted into the batch
-        scratch = np.empty((2, *frame_shape), np.uint8)
-        scratch_columns = [frame_view(scratch[..., span]) for span in spans] if self.frame_level else []
-        batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, spans, pool)
+        # a video's sampled frames are gathered here, where the CPU cache holds them, then moved into the batch
+        # in one copy: gathered frame by frame straight into the batch's memory (not in the cache) they cost
+        # twice as much
+        staged = np.empty((2, *frame_shape), np.uint8)
+        batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool)
         for number, record in records:
             try:
-                record.check()  # the payload CRC; this also brings the record into the CPU cache
-                examples, rows = self._examples(number, record, uniforms)
+                record.check()  # the payload CRC
+                video, lengths = self._sample(number, record, uniforms, staged)
             except DataError as error:
                 if not self.skip_corrupt:
                     raise
                 report.add_corrupt(error)
                 continue
             report.records += 1
-            video = examples[0].video
-            while examples:  # in one batch, or (at a batch's end) two
-                slots = batcher.add(examples)
-                count = slots.stop - slots.start
+            first = 0
+            while first < len(lengths):  # in one batch, or (at a batch's end) two
+                slots = batcher.add(video, lengths[first:])
+                done = first + slots.stop - slots.start
                 if not self.frame_level:
                     batcher.frames[slots] = l2_normalize_(torch.from_numpy(video.features))
-                elif video.num_frames == 0:  # zero frames, as the original's padding gave
-                    batcher.frames[slots] = 0
                 elif self.dequantize:
-                    for column, feature in zip(scratch_columns, video.frames):
-                        column[:count] = frame_view(feature)[rows[:count]]
-                    dequantize_normalize_(batcher.frames[slots].copy_(torch.from_numpy(scratch[:count])))
+                    dequantize_normalize_(batcher.frames[slots].copy_(torch.from_numpy(staged[first:done])))
                 else:
-                    part = rows if count == len(rows) else rows[:count]
-                    for column, feature in zip(batcher.columns, video.frames):
-                        column[slots] = frame_view(feature)[part]
-                examples, rows = examples[count:], rows[count:] if rows is not None else None
+                    batcher.array[slots] = staged[first:done]
+                first = done
                 if not batcher.room():
                     yield batcher.batch()
-                    batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, spans, pool)
-        if batcher.examples:
+                    batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool)
+        if batcher.videos:
             yield batcher.batch()
 
-    def _examples(self, number: int, record: Record, uniforms: _Uniforms
-                  ) -> tuple[list[_Example], np.ndarray | None]:
-        """The decoded record's examples (two under data augmentation: its halves, else one) and their
-        sampled frame indices, int64 ``[examples, n_bagging, iterations]`` (None for video level)."""
+    def _sample(self, number: int, record: Record, uniforms: _Uniforms, staged: np.ndarray
+                ) -> tuple[QuantizedVideo | Video, tuple[int, ...]]:
+        """The decoded record and, per example (two under data augmentation: its halves, else one), the
+        number of its real frames the example samples from. For frame-level data, the examples' sampled
+        frames are written to ``staged[:examples]`` (uint8 ``[examples, n_bagging, iterations, D]``)."""
         if not self.frame_level:
-            return [_Example(self.decoder.decode_video(record), 0, 1)], None
+            return self.decoder.decode_video(record), (1,)
         video = self.decoder.decode_frames(record)
-        ranges = augmentation_halves(video.num_frames) if self.augment else [(0, video.num_frames)]
+        starts, counts = augmentation_halves(video.num_frames) if self.augment else ((0,), (video.num_frames,))
         if self.training:
-            draws = uniforms.take(len(ranges))
+            draws = uniforms.take(len(counts))
         else:  # evaluation: the same frames whatever the number of ranks and workers
-            draws = np.random.default_rng([self.seed, number, record.index]).random((len(ranges), *uniforms.shape))
-        starts, stops = np.array(ranges, dtype=np.int64).T
-        return ([_Example(video, start, stop) for start, stop in ranges],
-                sample_frame_indices(draws, starts, stops - starts, self.iterations, self.random_frames))
+            draws = np.random.default_rng([self.seed, number, record.index]).random((len(counts), *uniforms.shape))
+        if video.num_frames == 0:  # zero frames, as the original's padding gave
+            staged[:len(counts)] = 0
+        else:
+            gather_sampled_frames(staged[:len(counts)], video.buffer, video.offsets, video.strides, video.sizes,
+                                  video.num_frames, draws, starts, counts, self.iterations, self.random_frames)
+        return video, counts
 
 
 class VideoLoader(DataLoader):

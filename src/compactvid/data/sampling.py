@@ -8,6 +8,7 @@ act on each frame independently.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
@@ -17,6 +18,7 @@ from compactvid.data.yt8m import DEQUANTIZE_BIAS, DEQUANTIZE_SCALE
 L2_EPSILON = 1e-12
 
 
+@numba.njit(cache=True, nogil=True)
 def sample_frame_indices(uniforms: np.ndarray, starts: np.ndarray, counts: np.ndarray, iterations: int,
                          random_frames: bool = True) -> np.ndarray:
     """int64 ``[E, n_bagging, iterations]`` frame indices for E examples: example e samples the real frames
@@ -32,33 +34,73 @@ def sample_frame_indices(uniforms: np.ndarray, starts: np.ndarray, counts: np.nd
     ``[E, n_bagging, 1]`` (windows); the caller draws many examples' at once, since a call to the
     generator costs more than the numbers it returns. ``floor(u * count)`` is uniform over
     ``0 .. count - 1`` (the float64 product stays below count for any count under 2**52).
-    `starts`, `counts`: int64 ``[E]``.
+    `starts`, `counts`: int64 ``[E]`` (arrays or tuples). Compiled: a video's 300 indices in ~1 us.
     """
-    starts, counts = starts[:, None, None], counts[:, None, None]
-    if random_frames:
-        return starts + (uniforms * counts).astype(np.int64)
-    first = (uniforms * (np.maximum(counts - iterations, 0) + 1)).astype(np.int64)
-    return starts + np.minimum(first + np.arange(iterations), np.maximum(counts - 1, 0))
+    examples, bags = uniforms.shape[0], uniforms.shape[1]
+    out = np.empty((examples, bags, iterations), dtype=np.int64)
+    for e in range(examples):
+        start, count = starts[e], counts[e]
+        for b in range(bags):
+            if random_frames:
+                for i in range(iterations):
+                    out[e, b, i] = start + np.int64(uniforms[e, b, i] * count)
+            else:
+                first = np.int64(uniforms[e, b, 0] * (max(count - iterations, 0) + 1))
+                for i in range(iterations):
+                    out[e, b, i] = start + min(first + i, max(count - 1, 0))
+    return out
 
 
-def frame_view(frames: np.ndarray) -> np.ndarray:
-    """uint8 frames ``[..., size]`` (each frame's bytes contiguous, any other strides) seen as ``[...]``
-    void scalars of `size` bytes, in the same memory.
+@numba.njit(cache=True, nogil=True)
+def gather_frames(out: np.ndarray, buffer: np.ndarray, offsets: np.ndarray, strides: np.ndarray,
+                  sizes: np.ndarray, num_frames: int, rows: np.ndarray) -> None:
+    """``out[..., columns of feature f] = frame rows[...] of feature f``, for every feature f.
 
-    Gathering frames between such views (``out_view[i] = frame_view(frames)[rows]``) moves each frame
-    with one memcpy, where uint8 fancy indexing would move it byte by byte: several times faster.
+    `out`: uint8 ``[*rows.shape, sum(sizes)]``, C-contiguous (the slots of a batch); `buffer`: uint8
+    ``[length]``, where frame r of feature f is ``buffer[offsets[f] + r * strides[f]:][:sizes[f]]`` (a
+    record's bytes as `compactvid.data.wire` locates them); `rows`: int64 frame indices, C-contiguous.
+    Compiled, with unsigned indices so that each frame's copy is vectorized: about 3x numpy's gather.
+    Raises IndexError (before writing) if a row or a frame lies outside `num_frames` or `buffer`.
     """
-    return frames.view(np.dtype((np.void, frames.shape[-1])))[..., 0]
+    flat_rows = rows.reshape(rows.size)
+    for k in range(flat_rows.size):
+        if flat_rows[k] < 0 or flat_rows[k] >= num_frames:
+            raise IndexError("gather_frames: a frame index is outside the video")
+    for f in range(len(sizes)):
+        if num_frames and (offsets[f] < 0 or offsets[f] + (num_frames - 1) * strides[f] + sizes[f] > len(buffer)):
+            raise IndexError("gather_frames: the frames lie outside the buffer")
+    flat_out = out.reshape(out.size)
+    dim = np.uint64(out.shape[-1])
+    column = np.uint64(0)
+    for f in range(len(sizes)):
+        size, stride, offset = np.uint64(sizes[f]), np.uint64(strides[f]), np.uint64(offsets[f])
+        for k in range(flat_rows.size):
+            source = offset + np.uint64(flat_rows[k]) * stride
+            target = np.uint64(k) * dim + column
+            for i in range(size):
+                flat_out[target + i] = buffer[source + i]
+        column += size
 
 
-def augmentation_halves(num_frames: int) -> list[tuple[int, int]]:
-    """Frame ranges [start, stop) of the examples `--data_augmentation` makes of one video: the first
-    ceil(n/2) frames and the last floor(n/2). A video of fewer than 2 frames has no second half: both
+@numba.njit(cache=True, nogil=True)
+def gather_sampled_frames(out: np.ndarray, buffer: np.ndarray, offsets: np.ndarray, strides: np.ndarray,
+                          sizes: np.ndarray, num_frames: int, uniforms: np.ndarray, starts: np.ndarray,
+                          counts: np.ndarray, iterations: int, random_frames: bool) -> None:
+    """`sample_frame_indices` (from `uniforms`, `starts`, `counts`, `iterations`, `random_frames`), then
+    `gather_frames` of those frames into `out` (uint8 ``[E, n_bagging, iterations, sum(sizes)]``), in one
+    compiled call."""
+    gather_frames(out, buffer, offsets, strides, sizes, num_frames,
+                  sample_frame_indices(uniforms, starts, counts, iterations, random_frames))
+
+
+def augmentation_halves(num_frames: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(starts, counts) of the frame ranges of the examples `--data_augmentation` makes of one video: the
+    first ceil(n/2) frames and the last floor(n/2). A video of fewer than 2 frames has no second half: both
     examples are the whole video (so that every video makes exactly two, as in the original's batches)."""
     if num_frames < 2:
-        return [(0, num_frames), (0, num_frames)]
+        return (0, 0), (num_frames, num_frames)
     middle = (num_frames + 1) // 2
-    return [(0, middle), (middle, num_frames)]
+    return (0, middle), (middle, num_frames - middle)
 
 
 def dequantize_normalize_(values: torch.Tensor) -> torch.Tensor:

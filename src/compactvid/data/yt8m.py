@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from compactvid.data import proto
 from compactvid.data.paths import expand_pattern
 from compactvid.data.tfrecord import Record, iter_records
-from compactvid.data.wire import scan_sequence_example
+from compactvid.data.wire import frame_layout, scan_sequence_example
 from compactvid.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,26 +64,35 @@ class Video:
         return 1 if self.features.ndim == 1 else self.features.shape[0]
 
 
-@dataclass(frozen=True)
-class QuantizedVideo:
+class QuantizedVideo(NamedTuple):
     """A frame-level video before dequantization: what the training pipeline keeps per record.
 
-    `frames[i]`: uint8 ``[num_frames, feature_sizes[i]]`` (often a view into the record's bytes), already
-    capped at max_frames. `num_frames`: frames kept; `total_frames`: frames in the record.
+    The frames stay where they are, in `buffer` (uint8 ``[length]``: the record's own bytes, or the
+    frames as the protobuf library decoded them): frame r of feature f is
+    ``buffer[offsets[f] + r * strides[f]:][:sizes[f]]`` (`offsets`, `strides`, `sizes`: int64 ``[F]``)
+    for r < `num_frames`, the frames kept (at most max_frames); `total_frames`: frames in the record.
+    `sampling.gather_frames` copies sampled frames from there into a batch.
     """
 
     id: str
     labels: np.ndarray
-    frames: tuple[np.ndarray, ...]
+    buffer: np.ndarray
+    offsets: np.ndarray
+    strides: np.ndarray
+    sizes: np.ndarray
+    num_frames: int
     total_frames: int
 
     @property
-    def num_frames(self) -> int:
-        return self.frames[0].shape[0] if self.frames else 0
+    def frames(self) -> tuple[np.ndarray, ...]:
+        """Read-only uint8 views ``[num_frames, sizes[f]]`` of each feature's frames in `buffer`."""
+        return tuple(np.lib.stride_tricks.as_strided(self.buffer[offset:], (self.num_frames, size), (stride, 1),
+                                                     writeable=False)
+                     for offset, stride, size in zip(self.offsets.tolist(), self.strides.tolist(), self.sizes.tolist()))
 
     def dequantized(self) -> np.ndarray:
         """float32 ``[num_frames, sum(sizes)]``: the frames dequantized, features side by side."""
-        out = np.empty((self.num_frames, sum(f.shape[1] for f in self.frames)), dtype=np.float32)
+        out = np.empty((self.num_frames, int(self.sizes.sum())), dtype=np.float32)
         column = 0
         for frames in self.frames:
             dequantize(frames, out[:, column:column + frames.shape[1]])
@@ -141,6 +150,9 @@ class RecordDecoder:
         if any(s <= 0 for s in sizes) or max_frames <= 0:
             raise DataError(f"feature_sizes {sizes} and max_frames {max_frames} must be positive")
         self.feature_names, self.feature_sizes = names, sizes
+        self.sizes = np.array(sizes, dtype=np.int64)
+        self.sizes.flags.writeable = False  # shared by every video decoded
+        self.layout = frame_layout(tuple(names), tuple(sizes))
         self.max_frames, self.frame_level, self.num_classes = max_frames, frame_level, num_classes
 
     @property
@@ -152,28 +164,40 @@ class RecordDecoder:
     def decode_frames(self, record: Record) -> QuantizedVideo:
         """The quantized frames, id and labels of a frame-level record; DataError if it is not valid."""
         payload = record.payload
-        scanned = scan_sequence_example(payload, self.feature_names, self.feature_sizes)
+        buffer = np.frombuffer(payload, dtype=np.uint8)
+        scanned = scan_sequence_example(buffer, self.layout, self.num_classes)
         if scanned is not None:
-            context_range, frames = scanned
-            try:
-                context = proto.Features.FromString(payload[slice(*context_range)] if context_range else b"")
-            except DecodeError as error:
-                raise DataError(f"{record.where()}: not a tf.train.SequenceExample: its context cannot be "
-                                f"decoded ({error})") from None
+            offsets, strides, counts = scanned.offsets, scanned.strides, scanned.counts.tolist()
         else:
-            context, frames = self._decode_frames_with_protobuf(record)
-        counts = [f.shape[0] for f in frames]
+            context, buffer, counts = self._decode_frames_with_protobuf(record)
+            offsets, strides = np.cumsum([0] + [n * s for n, s in zip(counts, self.feature_sizes)])[:-1], self.sizes
         if len(set(counts)) > 1:
             detail = ", ".join(f"{n}: {c}" for n, c in zip(self.feature_names, counts))
             raise DataError(f"{record.where()}: the feature lists have different numbers of frames ({detail})")
-        video_id, labels = self._id_and_labels(record, context, "context")
-        return QuantizedVideo(video_id, labels, tuple(f[:self.max_frames] for f in frames), counts[0])
+        if scanned is None:
+            video_id, labels = self._id_and_labels(record, context, "context")
+        elif scanned.id is not None:
+            video_id, labels = scanned.id, scanned.labels
+        else:  # the protobuf library decides what an unusual context means, and words its errors
+            video_id, labels = self._id_and_labels(record, self._parse_context(record, scanned.context), "context")
+        return QuantizedVideo(video_id, labels, buffer, offsets, strides, self.sizes, min(counts[0], self.max_frames),
+                              counts[0])
 
-    def _decode_frames_with_protobuf(self, record: Record) -> tuple["proto.Features", list[np.ndarray]]:
-        """The general path: any valid encoding, and the precise error for an invalid one."""
+    @staticmethod
+    def _parse_context(record: Record, context: tuple[int, int] | None) -> "proto.Features":
+        """The context `Features` at byte range `context` of the record (None: absent, so empty)."""
+        try:
+            return proto.Features.FromString(record.payload[slice(*context)] if context else b"")
+        except DecodeError as error:
+            raise DataError(f"{record.where()}: not a tf.train.SequenceExample: its context cannot be "
+                            f"decoded ({error})") from None
+
+    def _decode_frames_with_protobuf(self, record: Record) -> tuple["proto.Features", np.ndarray, list[int]]:
+        """The general path: any valid encoding, and the precise error for an invalid one. Returns the
+        context, every frame of every feature in one buffer (feature after feature), the frame counts."""
         example = _parse(record, proto.SequenceExample, "frame-level")
         lists = example.feature_lists.feature_list
-        frames = []
+        values, counts = [], []
         for name, size in zip(self.feature_names, self.feature_sizes):
             if name not in lists:
                 found = ", ".join(sorted(lists)) or "none"
@@ -182,7 +206,6 @@ class RecordDecoder:
                         else "; check --feature_names")
                 raise DataError(f"{record.where()}: missing feature list {name!r} (feature lists found: "
                                 f"{found}){hint}")
-            values = []
             for index, feature in enumerate(lists[name].feature):
                 if feature.WhichOneof("kind") != "bytes_list" or len(feature.bytes_list.value) != 1:
                     raise DataError(f"{record.where()}: frame {index} of feature list {name!r} is not one "
@@ -192,8 +215,8 @@ class RecordDecoder:
                     raise DataError(f"{record.where()}: frame {index} of feature list {name!r} has {len(value)} "
                                     f"bytes, not a multiple of its size {size}; check --feature_sizes")
                 values.append(value)
-            frames.append(np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), size))
-        return example.context, frames
+            counts.append(len(lists[name].feature))
+        return example.context, np.frombuffer(b"".join(values), dtype=np.uint8), counts
 
     # --- video level ---------------------------------------------------------------------------------
     def decode_video(self, record: Record) -> Video:
