@@ -4,7 +4,8 @@ Measured in the same run, on the same files, after one untimed pass (so the file
 
 - raw read: TFRecord framing and CRC checks only;
 - bound: raw read plus writing each video's share of a uint8 batch (2 x 150 x 1152 bytes, copied from
-  its record): the memory traffic any reader producing these batches must at least cause;
+  its record, into two alternating batch buffers of 80 videos as the loader's): the memory traffic any
+  reader producing these batches must at least cause;
 - baseline: what the original TensorFlow reader does per video (protobuf parse of the whole
   SequenceExample, one bytes object per frame joined per feature, all frames dequantized to float32
   and padded to 300 frames), without its batching and normalization, so the baseline is if anything
@@ -69,15 +70,17 @@ def raw_read(files: list[str]) -> int:
     return sum(1 for path in files for _ in iter_records(path))
 
 
-def bound(files: list[str], batch_size: int = 80, frames: int = 300, dim: int = 1152) -> int:
-    """Raw read, plus each video's bytes of a uint8 batch (`frames` x `dim`, two examples of 150 frames)
-    written into a batch buffer from its record (the record is shorter: its bytes are repeated)."""
-    batch = np.zeros((batch_size // 2, frames * dim), dtype=np.uint8)
+def bound(files: list[str], videos_per_batch: int = 80, frames: int = 300, dim: int = 1152) -> int:
+    """Raw read, plus each video's bytes of a uint8 batch (`frames` x `dim`: two examples of 150 frames)
+    copied from its record (shorter: its bytes are repeated) into batch buffers of the loader's size
+    (`videos_per_batch` videos), two in turn, as the loader's pool has them while its consumer holds one
+    batch and the next is filled."""
+    buffers = [np.zeros((videos_per_batch, frames * dim), dtype=np.uint8) for _ in range(2)]
     count = 0
     for path in files:
         for record in iter_records(path):
             payload = np.frombuffer(record.payload, dtype=np.uint8)
-            slot = batch[count % len(batch)]
+            slot = buffers[count // videos_per_batch % 2][count % videos_per_batch]
             for start in range(0, len(slot), len(payload)):
                 part = slot[start:start + len(payload)]
                 part[:] = payload[:len(part)]

@@ -1,7 +1,16 @@
 """Shared test fixtures."""
 
-import pytest
-import torch
+import os
+from pathlib import Path
+
+# The data layer's compiled kernels (numba) do not check indices; under test they do, so that a fuzzed
+# record that made one read outside its buffer fails the test (IndexError) instead of passing unseen.
+# Bound-checked builds get a cache of their own, apart from the one normal runs use.
+os.environ.setdefault("NUMBA_BOUNDSCHECK", "1")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "numba"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")

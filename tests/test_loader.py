@@ -287,6 +287,11 @@ def test_gather_frames_copies_whole_frames_from_where_they_lie():
         with pytest.raises(IndexError):
             gather_frames(untouched, record, offsets, strides, sizes, num_frames, bad_rows)
         assert not untouched.any()
+    for wrong in (np.zeros((1, 2, 3, 11), np.uint8), np.zeros((1, 2, 2, 12), np.uint8)):
+        with pytest.raises(ValueError):
+            gather_frames(wrong, record, offsets, strides, sizes, 5, rows)
+    with pytest.raises(ValueError):  # fewer uniforms than iterations
+        sample_frame_indices(np.zeros((1, 1, 2)), np.array([0]), np.array([5]), 3, True)
 
 
 def test_gather_sampled_frames_is_sampling_then_gathering():

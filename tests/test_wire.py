@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -202,3 +203,12 @@ def test_mutated_records_agree_or_fall_back(changes, cut):
         data[offset] = value
     _assert_agree(bytes(data[:cut]))
     has_feature_lists(bytes(data[:cut]))  # never raises
+
+
+def test_kernels_check_indices_under_test():
+    """conftest compiles the kernels with bounds checks, so the fuzz tests above catch a read outside
+    a record (here, a call that reads past its buffer on purpose)."""
+    from compactvid.data.wire import _varint
+
+    with pytest.raises(IndexError):
+        _varint(np.zeros(1, np.uint8), 3, 10)

@@ -27,10 +27,13 @@ of (seed, file, record): the same frames whatever the number of ranks and worker
 The work per video is what the model needs, and each byte of a record is read from memory once.
 Local files are memory-mapped, and the shuffle buffer holds records (views of the file), not data. A
 record leaves the buffer unread: its payload CRC is checked then, which brings it into the CPU cache;
-its frames are located in place (`compactvid.data.wire`), and the sampled ones are copied straight
-into the batch tensor, a frame per memcpy. With float32 batches a video's sampled frames are then
-dequantized and normalized in the batch. In the main process, batch tensors are reused once the
-consumer has let go of them, which spares the page faults of fresh memory.
+compiled code (numba) then locates its frames, id and labels in place (`compactvid.data.wire`), samples
+the frame indices and gathers the sampled frames into a small staging buffer, which stays in the cache
+(`compactvid.data.sampling`); one copy moves them into the batch tensor. With float32 batches they are
+dequantized and normalized on the way. In the main process, batch tensors are reused once the
+consumer has let go of them, which spares the page faults of fresh memory. Per video, Python makes
+about a dozen calls; the rest is the memory traffic of reading the record and writing the batch
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

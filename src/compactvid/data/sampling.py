@@ -37,6 +37,8 @@ def sample_frame_indices(uniforms: np.ndarray, starts: np.ndarray, counts: np.nd
     `starts`, `counts`: int64 ``[E]`` (arrays or tuples). Compiled: a video's 300 indices in ~1 us.
     """
     examples, bags = uniforms.shape[0], uniforms.shape[1]
+    if len(starts) < examples or len(counts) < examples or uniforms.shape[2] < (iterations if random_frames else 1):
+        raise ValueError("sample_frame_indices: fewer starts, counts or uniforms than the examples need")
     out = np.empty((examples, bags, iterations), dtype=np.int64)
     for e in range(examples):
         start, count = starts[e], counts[e]
@@ -60,9 +62,13 @@ def gather_frames(out: np.ndarray, buffer: np.ndarray, offsets: np.ndarray, stri
     ``[length]``, where frame r of feature f is ``buffer[offsets[f] + r * strides[f]:][:sizes[f]]`` (a
     record's bytes as `compactvid.data.wire` locates them); `rows`: int64 frame indices, C-contiguous.
     Compiled, with unsigned indices so that each frame's copy is vectorized: about 3x numpy's gather.
-    Raises IndexError (before writing) if a row or a frame lies outside `num_frames` or `buffer`.
+    Raises IndexError (before writing) if a row or a frame lies outside `num_frames` or `buffer`, and
+    ValueError if `out` is not the shape above: compiled code does not check indices.
     """
     flat_rows = rows.reshape(rows.size)
+    if len(offsets) < len(sizes) or len(strides) < len(sizes) or out.shape[-1] != sizes.sum() or (
+            out.size != flat_rows.size * out.shape[-1]):
+        raise ValueError("gather_frames: `out` must be [*rows.shape, sum(sizes)] (and one offset, stride per size)")
     for k in range(flat_rows.size):
         if flat_rows[k] < 0 or flat_rows[k] >= num_frames:
             raise IndexError("gather_frames: a frame index is outside the video")

@@ -18,8 +18,7 @@ import contextlib
 import mmap
 import os
 import struct
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Union
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Union
 
 import fsspec
 import crc32c
@@ -45,8 +44,7 @@ def masked_crc32c(data: Payload) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One record of a TFRecord file: its index in the file, its byte offset, and its payload.
 
     `payload`: bytes, or a read-only memoryview into the memory-mapped file. `payload_crc`: the masked
