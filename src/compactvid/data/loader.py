@@ -262,6 +262,9 @@ class YT8MDataset(IterableDataset):
         # in one copy: gathered frame by frame straight into the batch's memory (not in the cache) they cost
         # twice as much
         staged = np.empty((2, *frame_shape), np.uint8)
+        # float32 batches: the staged frames are dequantized and normalized in a staging buffer too (the 5
+        # passes of those operations in the cache), then copied
+        converted = np.empty(staged.shape, np.float32) if self.dequantize and self.frame_level else None
         batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool)
         for number, record in records:
             try:
@@ -273,16 +276,18 @@ class YT8MDataset(IterableDataset):
                 report.add_corrupt(error)
                 continue
             report.records += 1
+            if converted is not None:
+                dequantize_normalize_(torch.from_numpy(converted[:len(lengths)]).copy_(
+                    torch.from_numpy(staged[:len(lengths)])))
+            source = staged if converted is None else converted
             first = 0
             while first < len(lengths):  # in one batch, or (at a batch's end) two
                 slots = batcher.add(video, lengths[first:])
                 done = first + slots.stop - slots.start
                 if not self.frame_level:
                     batcher.frames[slots] = l2_normalize_(torch.from_numpy(video.features))
-                elif self.dequantize:
-                    dequantize_normalize_(batcher.frames[slots].copy_(torch.from_numpy(staged[first:done])))
                 else:
-                    batcher.array[slots] = staged[first:done]
+                    batcher.array[slots] = source[first:done]
                 first = done
                 if not batcher.room():
                     yield batcher.batch()
