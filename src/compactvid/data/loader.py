@@ -42,7 +42,7 @@ import logging
 import math
 import os
 import sys
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator
 
 import numpy as np
 import torch

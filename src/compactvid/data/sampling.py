@@ -4,6 +4,10 @@ per-frame L2 normalization, as the original does them.
 The original samples in the model graph after normalizing all 300 padded frames; sampling indices first
 and then dequantizing and normalizing only the sampled frames gives the same values, because both steps
 act on each frame independently.
+
+Sampling and gathering run once per video on hundreds of frames, so they are numba kernels (compiled on
+first use, cached on disk); the gather copies each sampled frame from where the record holds it
+(`compactvid.data.wire` locates them) into the examples' frames.
 """
 
 from __future__ import annotations

@@ -14,15 +14,17 @@ and on its errors. Feature lists that are not asked for are skipped by their len
 being decoded, as a protobuf parser skips unknown fields (`compactvid inspect` decodes whole messages).
 The tests check that both paths agree on valid, random and mutated records.
 
-The scan is compiled with numba (cached on disk after the first use): a record of 300 frames is
-located in about 2 us, where the same scan in Python took ~50 us and the protobuf library ~50 us to
-parse it plus ~250 us to hand out its 600 frames as Python objects.
+The context's ``id`` / ``video_id`` and ``labels`` are read the same way (`_read_context`); a context
+in any other form is left to the protobuf library. The scan is compiled with numba (cached on disk after
+the first use): a record of 300 frames, its id and its labels take about 7 us in the CPU cache (10-15 us
+just after its CRC check), where the same scan in Python took 30-50 us, and the protobuf library ~50 us
+to parse the record plus ~250 us to hand out its 600 frames as Python objects.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numba
 import numpy as np
