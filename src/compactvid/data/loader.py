@@ -31,9 +31,9 @@ compiled code (numba) then locates its frames, id and labels in place (`compactv
 the frame indices and gathers the sampled frames into a small staging buffer, which stays in the cache
 (`compactvid.data.sampling`); one copy moves them into the batch tensor. With float32 batches they are
 dequantized and normalized on the way. In the main process, batch tensors are reused once the
-consumer has let go of them, which spares the page faults of fresh memory. Per video, Python makes
-about a dozen calls; the rest is the memory traffic of reading the record and writing the batch
-(docs/benchmarks.md).
+consumer has let go of them, which spares the page faults of fresh memory. What Python does per video
+is a few dozen calls; most of the time goes to the memory traffic of reading the record and writing the
+batch (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ class YT8MDataset(IterableDataset):
         uniforms = _Uniforms(rng, (self.n_bagging, self.iterations if self.random_frames else 1))
         # a video's sampled frames are gathered here, where the CPU cache holds them, then moved into the batch
         # in one copy: gathered frame by frame straight into the batch's memory (not in the cache) they cost
-        # twice as much
+        # a fifth more (docs/benchmarks.md)
         staged = np.empty((2, *frame_shape), np.uint8)
         # float32 batches: the staged frames are dequantized and normalized in a staging buffer too (the 5
         # passes of those operations in the cache), then copied
