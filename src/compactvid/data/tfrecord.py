@@ -37,9 +37,9 @@ Payload = Union[bytes, memoryview]
 def masked_crc32c(data: Payload) -> int:
     """TensorFlow's masked CRC32C of `data` (bytes or a contiguous memoryview, read in place).
 
-    The `crc32c` package computes it with the CPU's CRC32C instructions and plain loads, so a checked
-    payload stays in the CPU cache for the decoding that follows (google-crc32c's prefetches evict it
-    on some CPUs: 35% slower end to end, see docs/benchmarks.md)."""
+    The `crc32c` package computes it with the CPU's CRC32C instructions and leaves a checked payload in
+    the CPU cache for the decoding that follows; after google-crc32c, on the development machine, that
+    decoding cost as much as a cold record's (`benchmarks/bench_crc.py`, docs/benchmarks.md)."""
     crc = crc32c.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 

@@ -90,6 +90,37 @@ def _has_feature_lists(buf: np.ndarray) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
+def _map_entry(buf: np.ndarray, pos: int, end: int) -> tuple[int, int, int, int, int]:
+    """(next position, key start, key end, value start, value end) of the map<string, message> entry at
+    `pos` of buf[:end], as protoc writes one: ``{1: key, 2: value}``, exactly that, with an ASCII key
+    (protobuf checks a non-ASCII key's UTF-8; ASCII is always valid); next position -1 otherwise."""
+    number, wire, entry_start, pos = _field(buf, pos, end)
+    if number != 1 or wire != _LEN:
+        return -1, 0, 0, 0, 0
+    number, wire, key_start, key_end = _field(buf, entry_start, pos)
+    if number != 1 or wire != _LEN:
+        return -1, 0, 0, 0, 0
+    number, wire, value_start, value_end = _field(buf, key_end, pos)
+    if number != 2 or wire != _LEN or value_end != pos:
+        return -1, 0, 0, 0, 0
+    for i in range(key_start, key_end):
+        if buf[i] >= 0x80:
+            return -1, 0, 0, 0, 0
+    return pos, key_start, key_end, value_start, value_end
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_key(buf: np.ndarray, start: int, end: int, key) -> bool:
+    """Whether buf[start:end] holds the bytes of `key` (bytes or a uint8 array)."""
+    if end - start != len(key):
+        return False
+    for i in range(end - start):
+        if buf[start + i] != key[i]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _locate(buf: np.ndarray, names: np.ndarray, name_ends: np.ndarray, headers: np.ndarray,
             header_ends: np.ndarray, strides: np.ndarray, offsets: np.ndarray, counts: np.ndarray
             ) -> tuple[bool, int, int]:
@@ -118,29 +149,12 @@ def _locate(buf: np.ndarray, names: np.ndarray, name_ends: np.ndarray, headers: 
     features = len(strides)
     offsets[:] = -1
     pos = lists_start
-    while pos < lists_end:  # map entries: {1: key, 2: FeatureList}, exactly that
-        number, wire, entry_start, pos = _field(buf, pos, lists_end)
-        if number != 1 or wire != _LEN:
+    while pos < lists_end:  # map entries: name -> FeatureList
+        pos, key_start, key_end, value_start, value_end = _map_entry(buf, pos, lists_end)
+        if pos < 0:
             return False, -1, -1
-        number, wire, key_start, key_end = _field(buf, entry_start, pos)
-        if number != 1 or wire != _LEN:
-            return False, -1, -1
-        number, wire, value_start, value_end = _field(buf, key_end, pos)
-        if number != 2 or wire != _LEN or value_end != pos:
-            return False, -1, -1
-        for i in range(key_start, key_end):
-            if buf[i] >= 0x80:  # protobuf checks a non-ASCII key's UTF-8; ASCII is always valid
-                return False, -1, -1
         for f in range(features):
-            name_start = name_ends[f - 1] if f else 0
-            if name_ends[f] - name_start != key_end - key_start:
-                continue
-            same = True
-            for i in range(key_end - key_start):
-                if buf[key_start + i] != names[name_start + i]:
-                    same = False
-                    break
-            if same:
+            if _is_key(buf, key_start, key_end, names[name_ends[f - 1] if f else 0:name_ends[f]]):
                 if offsets[f] >= 0:  # the same list twice: protobuf keeps the last
                     return False, -1, -1
                 offsets[f], counts[f] = value_start, value_end - value_start
@@ -170,16 +184,6 @@ _ID, _VIDEO_ID, _LABELS = b"id", b"video_id", b"labels"
 
 
 @numba.njit(cache=True, nogil=True)
-def _is_key(buf: np.ndarray, start: int, end: int, key: bytes) -> bool:
-    if end - start != len(key):
-        return False
-    for i in range(end - start):
-        if buf[start + i] != key[i]:
-            return False
-    return True
-
-
-@numba.njit(cache=True, nogil=True)
 def _only_field(buf: np.ndarray, start: int, end: int, number: int) -> tuple[int, int]:
     """The value range of buf[start:end] when it is exactly one length-delimited field `number`;
     (-1, -1) otherwise."""
@@ -201,19 +205,10 @@ def _read_context(buf: np.ndarray, start: int, end: int, num_classes: int, label
     ids = np.full(4, -1, dtype=np.int64)  # (start, end) of id, then of video_id
     count = -1
     pos = start
-    while pos < end:
-        number, wire, entry_start, pos = _field(buf, pos, end)
-        if number != 1 or wire != _LEN:
+    while pos < end:  # map entries: key -> Feature
+        pos, key_start, key_end, value_start, value_end = _map_entry(buf, pos, end)
+        if pos < 0:
             return False, -1, -1, 0
-        number, wire, key_start, key_end = _field(buf, entry_start, pos)
-        if number != 1 or wire != _LEN:
-            return False, -1, -1, 0
-        number, wire, value_start, value_end = _field(buf, key_end, pos)
-        if number != 2 or wire != _LEN or value_end != pos:
-            return False, -1, -1, 0
-        for i in range(key_start, key_end):
-            if buf[i] >= 0x80:
-                return False, -1, -1, 0
         slot = 0 if _is_key(buf, key_start, key_end, _ID) else 2 if _is_key(buf, key_start, key_end, _VIDEO_ID) else -1
         if slot >= 0:
             if ids[slot] >= 0:

@@ -169,8 +169,8 @@ class RecordDecoder:
         if scanned is not None:
             offsets, strides, counts = scanned.offsets, scanned.strides, scanned.counts.tolist()
         else:
-            context, buffer, counts = self._decode_frames_with_protobuf(record)
-            offsets, strides = np.cumsum([0] + [n * s for n, s in zip(counts, self.feature_sizes)])[:-1], self.sizes
+            context, buffer, offsets, counts = self._decode_frames_with_protobuf(record)
+            strides = self.sizes  # frames side by side
         if len(set(counts)) > 1:
             detail = ", ".join(f"{n}: {c}" for n, c in zip(self.feature_names, counts))
             raise DataError(f"{record.where()}: the feature lists have different numbers of frames ({detail})")
@@ -192,9 +192,11 @@ class RecordDecoder:
             raise DataError(f"{record.where()}: not a tf.train.SequenceExample: its context cannot be "
                             f"decoded ({error})") from None
 
-    def _decode_frames_with_protobuf(self, record: Record) -> tuple["proto.Features", np.ndarray, list[int]]:
+    def _decode_frames_with_protobuf(self, record: Record
+                                     ) -> tuple["proto.Features", np.ndarray, np.ndarray, list[int]]:
         """The general path: any valid encoding, and the precise error for an invalid one. Returns the
-        context, every frame of every feature in one buffer (feature after feature), the frame counts."""
+        context, every frame of every feature in one buffer (feature after feature, frames side by
+        side), the offset of each feature's first frame in it, and the frame counts."""
         example = _parse(record, proto.SequenceExample, "frame-level")
         lists = example.feature_lists.feature_list
         values, counts = [], []
@@ -216,7 +218,8 @@ class RecordDecoder:
                                     f"bytes, not a multiple of its size {size}; check --feature_sizes")
                 values.append(value)
             counts.append(len(lists[name].feature))
-        return example.context, np.frombuffer(b"".join(values), dtype=np.uint8), counts
+        offsets = np.cumsum([0] + [count * size for count, size in zip(counts, self.feature_sizes)])[:-1]
+        return example.context, np.frombuffer(b"".join(values), dtype=np.uint8), offsets, counts
 
     # --- video level ---------------------------------------------------------------------------------
     def decode_video(self, record: Record) -> Video:
