@@ -31,6 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from compactvid.layers.structured import StructuredLinear
+
 __all__ = ["CirculantLinear", "DIAG_VARIANTS"]
 
 DIAG_VARIANTS = ("learned", "sign", "none")
@@ -226,7 +228,7 @@ class _CirculantFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_diag, None, None, None
 
 
-class CirculantLinear(nn.Module):
+class CirculantLinear(StructuredLinear):
     """Linear map ``[*, in_features] -> [*, out_features]`` built from diagonal-circulant blocks.
 
     Compatible with ``torch.nn.Linear`` (same positional arguments, any leading batch dims, CPU and
@@ -256,6 +258,8 @@ class CirculantLinear(nn.Module):
     setup can exclude them from weight decay.
     """
 
+    structured_names = ("weight", "diag")
+
     def __init__(
         self,
         in_features: int,
@@ -266,19 +270,12 @@ class CirculantLinear(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(
-                "CirculantLinear needs in_features >= 1 and out_features >= 1, "
-                f"got {in_features}, {out_features}"
-            )
+        super().__init__(in_features, out_features)
         if diag not in DIAG_VARIANTS:
             raise ValueError(f"CirculantLinear diag must be one of {DIAG_VARIANTS}, got {diag!r}")
         if k_factor < 1:
             raise ValueError(f"CirculantLinear k_factor must be >= 1, got {k_factor}")
         factory = {"device": device, "dtype": dtype}
-        self.in_features = in_features
-        self.out_features = out_features
         self.diag_variant = diag
         self.k_factor = k_factor
         self.blocks = math.ceil(out_features / in_features)
@@ -292,22 +289,8 @@ class CirculantLinear(nn.Module):
             self.register_buffer("sign", torch.empty(shape, **factory))
         else:
             self.register_buffer("sign", None)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
-        self._flag_structured()
+        self._add_bias(bias, factory)
         self.reset_parameters()
-
-    def _flag_structured(self) -> None:
-        for p in (self.weight, self.diag):
-            if p is not None:
-                p._is_structured = True
-
-    def __setstate__(self, state: dict) -> None:
-        # copy.deepcopy and unpickling rebuild Parameters without their Python attributes.
-        super().__setstate__(state)
-        self._flag_structured()
 
     def reset_parameters(self) -> None:
         """Seed initialization: w and the learned diagonal ~ N(0, 1/sqrt(out_features)); the sign
@@ -324,10 +307,7 @@ class CirculantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [*, in_features] -> [*, out_features]``."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"CirculantLinear expects inputs [..., {self.in_features}], got shape {tuple(x.shape)}"
-            )
+        self._check_input(x)
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
             # FFTs in reduced precision are inaccurate (and half FFTs need power-of-two sizes on CUDA).
@@ -377,16 +357,5 @@ class CirculantLinear(nn.Module):
             block = mats[:, f] @ block
         return block.reshape(self.blocks * self.in_features, self.in_features)[: self.out_features]
 
-    def num_compact_parameters(self) -> int:
-        """Trainable parameters: ``blocks * k * (2n learned | n otherwise)`` (+ out_features with bias)."""
-        return sum(p.numel() for p in self.parameters())
-
-    def extra_repr(self) -> str:
-        params = self.num_compact_parameters()
-        dense = self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, "
-            f"diag={self.diag_variant}, k_factor={self.k_factor}, blocks={self.blocks}, "
-            f"params={params} (dense {dense}, {dense / params:.1f}x smaller)"
-        )
+    def structure_repr(self) -> str:
+        return f"diag={self.diag_variant}, k_factor={self.k_factor}, blocks={self.blocks}"
