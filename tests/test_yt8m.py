@@ -62,7 +62,8 @@ def test_round_trip_both_schemas_and_caps(tmp_path):
     frames_a, frames_b, frames_c = random_video(rng, 7), random_video(rng, 12), random_video(rng, 0)
     payloads = [
         frame_payload("a", [3, 1], frames_a,
-                      extra_context={"segment_labels": [1, 2], "segment_scores": [0.5, 1.0]},
+                      extra_context={"segment_start_times": [0, 5], "segment_labels": [1, 2],
+                                     "segment_scores": [0.0, 1.0], "other": [7]},
                       extra_lists={"other": [b"xyz"] * 7}),
         frame_payload("b", [0], frames_b, id_key="video_id"),  # 2017 schema
         frame_payload("c", None, frames_c),  # a test file: no labels, and no frames

@@ -4,7 +4,8 @@ Frame level: one `tf.train.SequenceExample` per video. Context: ``id`` (2018 rel
 (2017), ``labels`` (int64 list, absent in test files). Feature lists (e.g. ``rgb``, ``audio``): one
 quantized byte vector per frame. Video level: one `tf.train.Example` per video with ``id``/``video_id``,
 ``labels`` and one float list per feature (e.g. ``mean_rgb``, ``mean_audio``). Other features and context
-keys are ignored.
+keys are ignored, except the segment ratings of the 2019 release (``segment_start_times``,
+``segment_labels``, ``segment_scores``: `compactvid.data.segments`), read when asked for.
 
 Every problem with a record raises `DataError` with one line ``FILE: record I (byte O): PROBLEM``. With
 ``skip_corrupt=True`` bad records are skipped, logged and counted in a `ReadReport` instead.
@@ -21,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from compactvid.data import proto
 from compactvid.data.paths import expand_pattern
+from compactvid.data.segments import SegmentLabels, read_segment_labels
 from compactvid.data.tfrecord import Record, iter_records
 from compactvid.data.wire import frame_layout, scan_sequence_example
 from compactvid.errors import DataError
@@ -51,12 +53,14 @@ class Video:
     `id`: the video id. `labels`: int64 class indices (empty when the file has none).
     `features`: float32, dequantized; ``[num_frames, sum(feature_sizes)]`` for frame-level data (at most
     max_frames frames), ``[sum(feature_sizes)]`` for video-level data; features concatenated in the order
-    of feature_names.
+    of feature_names. `segments`: the rated segments (2019 release), None when the record has none or
+    they were not read.
     """
 
     id: str
     labels: np.ndarray
     features: np.ndarray
+    segments: SegmentLabels | None = None
 
     @property
     def num_frames(self) -> int:
@@ -70,7 +74,8 @@ class QuantizedVideo(NamedTuple):
     The frames stay where they are, in `buffer` (uint8 ``[length]``: the record's own bytes, or the
     frames as the protobuf library decoded them): frame r of feature f is
     ``buffer[offsets[f] + r * strides[f]:][:sizes[f]]`` (`offsets`, `strides`, `sizes`: int64 ``[F]``)
-    for r < `num_frames`, the frames kept (at most max_frames); `total_frames`: frames in the record.
+    for r < `num_frames`, the frames kept (at most max_frames); `total_frames`: frames in the record
+    (all in `buffer`). `segments`: the rated segments, when read (else None).
     `sampling.gather_frames` copies sampled frames from there into a batch.
     """
 
@@ -82,6 +87,7 @@ class QuantizedVideo(NamedTuple):
     sizes: np.ndarray
     num_frames: int
     total_frames: int
+    segments: SegmentLabels | None = None
 
     @property
     def frames(self) -> tuple[np.ndarray, ...]:
@@ -139,10 +145,12 @@ class RecordDecoder:
 
     `feature_names` / `feature_sizes`: features to read, concatenated in this order. `max_frames`: frames
     kept per frame-level video. `num_classes`: when given, labels outside ``[0, num_classes)`` are errors.
+    `segments`: also read (and check) the segment ratings of frame-level records.
     """
 
     def __init__(self, feature_names: Sequence[str] = ("rgb", "audio"), feature_sizes: Sequence[int] = (1024, 128),
-                 max_frames: int = 300, frame_level: bool = True, num_classes: int | None = None):
+                 max_frames: int = 300, frame_level: bool = True, num_classes: int | None = None,
+                 segments: bool = False):
         names, sizes = list(feature_names), [int(s) for s in feature_sizes]
         if not names or len(names) != len(sizes):
             raise DataError(f"feature_names {names} and feature_sizes {sizes} must be non-empty and of the same "
@@ -154,6 +162,7 @@ class RecordDecoder:
         self.sizes.flags.writeable = False  # shared by every video decoded
         self.layout = frame_layout(tuple(names), tuple(sizes))
         self.max_frames, self.frame_level, self.num_classes = max_frames, frame_level, num_classes
+        self.segments = segments
 
     @property
     def dim(self) -> int:
@@ -162,7 +171,8 @@ class RecordDecoder:
 
     # --- frame level ---------------------------------------------------------------------------------
     def decode_frames(self, record: Record) -> QuantizedVideo:
-        """The quantized frames, id and labels of a frame-level record; DataError if it is not valid."""
+        """The quantized frames, id and labels of a frame-level record (and its segment ratings, when the
+        decoder reads them); DataError if it is not valid."""
         payload = record.payload
         buffer = np.frombuffer(payload, dtype=np.uint8)
         scanned = scan_sequence_example(buffer, self.layout, self.num_classes)
@@ -174,14 +184,18 @@ class RecordDecoder:
         if len(set(counts)) > 1:
             detail = ", ".join(f"{n}: {c}" for n, c in zip(self.feature_names, counts))
             raise DataError(f"{record.where()}: the feature lists have different numbers of frames ({detail})")
-        if scanned is None:
+        if scanned is not None and (scanned.id is None or self.segments):
+            # the protobuf library decides what an unusual context means, and words its errors; it also
+            # reads the segment ratings (a few hundred bytes: docs/benchmarks.md measures the cost)
+            context = self._parse_context(record, scanned.context)
+        if scanned is None or scanned.id is None:
             video_id, labels = self._id_and_labels(record, context, "context")
-        elif scanned.id is not None:
+        else:
             video_id, labels = scanned.id, scanned.labels
-        else:  # the protobuf library decides what an unusual context means, and words its errors
-            video_id, labels = self._id_and_labels(record, self._parse_context(record, scanned.context), "context")
+        segments = (read_segment_labels(record, context, counts[0], self.num_classes, video_id)
+                    if self.segments else None)
         return QuantizedVideo(video_id, labels, buffer, offsets, strides, self.sizes, min(counts[0], self.max_frames),
-                              counts[0])
+                              counts[0], segments)
 
     @staticmethod
     def _parse_context(record: Record, context: tuple[int, int] | None) -> "proto.Features":
@@ -277,7 +291,7 @@ class RecordDecoder:
         if not self.frame_level:
             return self.decode_video(record)
         video = self.decode_frames(record)
-        return Video(video.id, video.labels, video.dequantized())
+        return Video(video.id, video.labels, video.dequantized(), video.segments)
 
 
 def iter_file_records(paths: Iterable[str], skip_corrupt: bool = False,
@@ -318,17 +332,19 @@ def iter_decoded(records: Iterable[Record], decode, skip_corrupt: bool = False,
 def iter_videos(pattern: str, *, feature_names: Sequence[str] = ("rgb", "audio"),
                 feature_sizes: Sequence[int] = (1024, 128), max_frames: int = 300, frame_level: bool = True,
                 num_classes: int | None = None, skip_corrupt: bool = False,
-                report: ReadReport | None = None) -> Iterator[Video]:
+                report: ReadReport | None = None, segments: bool = True) -> Iterator[Video]:
     """Yield every video of the files matching `pattern`, in file order then record order.
 
     `pattern`: glob(s) on any fsspec filesystem; comma-separated globs are a union. Each `Video` has
     `id`, `labels` (int64, empty when the file has none) and `features` (float32, dequantized:
     ``[num_frames, sum(feature_sizes)]`` capped at `max_frames` for frame-level data,
     ``[sum(feature_sizes)]`` for video-level). Labels are checked against ``[0, num_classes)`` only when
-    `num_classes` is given. Any bad record raises DataError naming the file, record and problem; with
-    `skip_corrupt` bad records are skipped instead, counted in `report` (and a summary is logged at the end).
+    `num_classes` is given. Frame-level videos carry their segment ratings (`Video.segments`, 2019
+    release) unless `segments` is False. Any bad record raises DataError naming the file, record and
+    problem; with `skip_corrupt` bad records are skipped instead, counted in `report` (and a summary is
+    logged at the end).
     """
-    decoder = RecordDecoder(feature_names, feature_sizes, max_frames, frame_level, num_classes)
+    decoder = RecordDecoder(feature_names, feature_sizes, max_frames, frame_level, num_classes, segments)
     report = report if report is not None else ReadReport()
     files = expand_pattern(pattern)
     yield from iter_decoded(iter_file_records(files, skip_corrupt, report), decoder.decode, skip_corrupt, report)
