@@ -25,6 +25,7 @@ SEGMENT_SIZE = 5
 SEGMENT_FIELDS = ("segment_start_times", "segment_labels", "segment_scores")
 # the kind of Feature each field must hold
 _KINDS = {"segment_start_times": "int64_list", "segment_labels": "int64_list", "segment_scores": "float_list"}
+_KIND_NAMES = {"int64_list": "an int64 list", "float_list": "a float list", "bytes_list": "a bytes list"}
 
 
 class SegmentLabels(NamedTuple):
@@ -54,45 +55,45 @@ def read_segment_labels(record: Record, context, total_frames: int, num_classes:
     the wrong kind, or the lists differ in length, a start time is negative or past the video's end, a
     class is outside ``[0, num_classes)`` (when given), a score is not 0 or 1, or a pair is rated twice."""
     features = context.feature
-    present = [name for name in SEGMENT_FIELDS if name in features]
-    if not present:
+    fields = {name: features[name] for name in SEGMENT_FIELDS if name in features}
+    if not fields:
         return None
     where = f"{record.where()}: video {video_id!r}"
-    if len(present) < len(SEGMENT_FIELDS):
-        missing = ", ".join(name for name in SEGMENT_FIELDS if name not in features)
-        raise DataError(f"{where}: has {', '.join(present)} but not {missing}; a rated segment needs all of "
+    if len(fields) < len(SEGMENT_FIELDS):
+        missing = ", ".join(name for name in SEGMENT_FIELDS if name not in fields)
+        raise DataError(f"{where}: has {', '.join(fields)} but not {missing}; a rated segment needs all of "
                         f"{', '.join(SEGMENT_FIELDS)}")
     values = {}
-    for name in SEGMENT_FIELDS:
-        kind = features[name].WhichOneof("kind")
+    for name, feature in fields.items():
+        kind = feature.WhichOneof("kind")
         if kind not in (None, _KINDS[name]):
-            raise DataError(f"{where}: {name} is a {kind}, expected a {_KINDS[name].replace('_', ' ')}")
-        values[name] = getattr(features[name], _KINDS[name]).value
+            raise DataError(f"{where}: {name} is {_KIND_NAMES[kind]}, expected {_KIND_NAMES[_KINDS[name]]}")
+        values[name] = list(getattr(feature, _KINDS[name]).value)
     lengths = [len(values[name]) for name in SEGMENT_FIELDS]
     if len(set(lengths)) > 1:
         raise DataError(f"{where}: {', '.join(SEGMENT_FIELDS)} have {', '.join(map(str, lengths))} values; they "
                         f"must have one each per rated (segment, class) pair")
-    starts = np.fromiter(values["segment_start_times"], np.int64, lengths[0])
-    classes = np.fromiter(values["segment_labels"], np.int64, lengths[0])
-    scores = np.fromiter(values["segment_scores"], np.float32, lengths[0])
-    bad = np.flatnonzero((starts < 0) | (starts >= total_frames))
-    if bad.size:
-        raise DataError(f"{where}: segment_start_times value {starts[bad[0]]} is past the video's end "
-                        f"({total_frames} frames): a segment starts at a frame of the video")
-    bad = np.flatnonzero((classes < 0) | (classes >= (num_classes if num_classes is not None else np.inf)))
-    if bad.size:
-        raise DataError(f"{where}: segment_labels value {classes[bad[0]]} is outside the vocabulary "
-                        f"[0, {num_classes}); check --num_classes (3862 for the 2018 and 2019 releases)")
-    bad = np.flatnonzero((scores != 0) & (scores != 1))
-    if bad.size:
-        raise DataError(f"{where}: segment_scores value {scores[bad[0]]} is not 0 or 1 (absent or present)")
-    pairs = starts * (int(classes.max(initial=0)) + 1) + classes
-    if np.unique(pairs).size != pairs.size:
-        _, first, counts = np.unique(pairs, return_index=True, return_counts=True)
-        twice = first[counts > 1][0]
-        raise DataError(f"{where}: segment starting at {starts[twice]} is rated twice for class {classes[twice]} "
-                        f"(segment_start_times / segment_labels); each pair must be rated once")
-    return SegmentLabels(starts, classes, scores)
+    # a few values per video: Python's loops cost less here than numpy's calls (docs/benchmarks.md)
+    starts, classes, scores = (values[name] for name in SEGMENT_FIELDS)
+    if starts and (min(starts) < 0 or max(starts) >= total_frames):
+        bad = next(t for t in starts if t < 0 or t >= total_frames)
+        raise DataError(f"{where}: segment_start_times value {bad} is past the video's end ({total_frames} "
+                        f"frames): a segment starts at a frame of the video")
+    if classes and (min(classes) < 0 or (num_classes is not None and max(classes) >= num_classes)):
+        bad = next(c for c in classes if c < 0 or (num_classes is not None and c >= num_classes))
+        raise DataError(f"{where}: segment_labels value {bad} is outside the vocabulary [0, {num_classes}); "
+                        f"check --num_classes (3862 for the 2018 and 2019 releases)")
+    if any(score != 0.0 and score != 1.0 for score in scores):
+        bad = next(score for score in scores if score != 0.0 and score != 1.0)
+        raise DataError(f"{where}: segment_scores value {bad} is not 0 or 1 (absent or present)")
+    seen: set[tuple[int, int]] = set()
+    for pair in zip(starts, classes):
+        if pair in seen:
+            raise DataError(f"{where}: segment starting at {pair[0]} is rated twice for class {pair[1]} "
+                            f"(segment_start_times / segment_labels); each pair must be rated once")
+        seen.add(pair)
+    return SegmentLabels(np.array(starts, dtype=np.int64), np.array(classes, dtype=np.int64),
+                         np.array(scores, dtype=np.float32))
 
 
 def read_segment_vocabulary(path: str, num_classes: int | None = None) -> np.ndarray:
