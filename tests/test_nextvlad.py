@@ -1,0 +1,165 @@
+"""NeXtVLAD and NeXtVLADModel: their code's parameter count, the aggregation against a per-frame,
+per-group reference written from their equations, shapes, bagging, compact switches, training steps."""
+
+import math
+
+import pytest
+import torch
+
+from compactvid.layers.circulant import CirculantLinear
+from compactvid.layers.gating import SEGating
+from compactvid.layers.initializers import variance_scaling_
+from compactvid.models.classifiers import LogisticModel
+from compactvid.models.nextvlad import NeXtVLAD, NeXtVLADModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def their_count(F, K, G, lam):
+    """Trainable parameters of one NeXtVLAD branch, read off linrongc/youtube-8m nextvlad.py variable by variable."""
+    return ((F * lam * F + lam * F)            # expansion: slim.fully_connected, weights + biases
+            + (lam * F * G + G)                # attention: slim.fully_connected to G, weights + biases
+            + lam * F * G * K                  # cluster_weights [lam F, G K]
+            + 2 * G * K                        # cluster_bn: beta, gamma
+            + (lam * F // G) * K               # cluster_weights2 [1, lam F / G, K]
+            + 2 * K * (lam * F // G))          # vlad_bn
+
+
+def test_parameter_count_equals_their_local_script():
+    # scripts/train_nextvlad_local.sh: --groups=8 --nextvlad_cluster_size=128 --nextvlad_hidden_size=2048
+    # --expansion=2 --gating_reduction=8, LogisticModel on 3862 classes.
+    K, G, lam, H, r, classes = 128, 8, 2, 2048, 8, 3862
+    vlad_dim = K * (lam * 1024 // G) + (K // 2) * (lam * 128 // (G // 2))
+    expected = (their_count(1024, K, G, lam) + their_count(128, K // 2, G // 2, lam)
+                + vlad_dim * H + 2 * H                       # hidden1_weights (no bias), hidden1_bn
+                + H * (H // r) + 2 * (H // r) + (H // r) * H  # gating_weights_1, gating_bn, gating_weights_2
+                + H * classes + classes)                     # LogisticModel: weights + biases
+    assert vlad_dim == 36864
+    assert expected == 88_889_378  # summed by hand from the same list, so that a slip in the formula shows
+    with torch.device("meta"):
+        model = NeXtVLADModel({"video": 1024, "audio": 128}, LogisticModel(H, classes), cluster_size=K,
+                              hidden_size=H, groups=G, expansion=lam, gating_reduction=r, drop_rate=0.5)
+    assert n_params(model) == expected
+    assert model.hidden.in_features == vlad_dim
+
+
+def reference_nextvlad(module: NeXtVLAD, frames: torch.Tensor) -> torch.Tensor:
+    """Their equations, one frame and one group at a time (eval mode: batch norm uses running statistics)."""
+    G, K, D = module.groups, module.cluster_size, module.group_size
+    norm = module.assignment_norm
+    out = []
+    for video in frames:
+        expanded = module.expand(video)  # [T, lam F]
+        vlad = torch.zeros(D, K, dtype=frames.dtype)
+        for t in range(video.shape[0]):
+            attention = torch.sigmoid(module.attention(expanded[t]))  # [G]
+            logits = (module.assignment(expanded[t]) - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+            logits = logits * norm.weight + norm.bias
+            for g in range(G):
+                a = torch.softmax(logits[g * K:(g + 1) * K], dim=0) * attention[g]  # [K]
+                x = expanded[t, g * D:(g + 1) * D]  # [D]
+                vlad += torch.outer(x, a) - module.centers * a
+        vlad = vlad / vlad.norm(dim=0, keepdim=True).clamp_min(1e-6)
+        out.append(module.output_norm(vlad.reshape(1, D * K))[0])  # feature-major: index d * K + k
+    return torch.stack(out)
+
+
+def test_aggregation_matches_per_group_reference():
+    torch.manual_seed(0)
+    module = NeXtVLAD(feature_size=6, cluster_size=3, groups=4, expansion=2).double()
+    with torch.no_grad():  # non-trivial batch-norm statistics and affine terms
+        for norm in (module.assignment_norm, module.output_norm):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    module.eval()
+    frames = torch.randn(2, 5, 6, dtype=torch.float64)
+    assert module.output_size == 3 * (2 * 6 // 4)
+    torch.testing.assert_close(module(frames), reference_nextvlad(module, frames))
+
+
+def test_groups_must_divide_the_expanded_size():
+    with pytest.raises(ValueError, match="multiple of groups"):
+        NeXtVLAD(feature_size=6, cluster_size=3, groups=5, expansion=2)
+
+
+def test_variance_scaling_matches_slim():
+    torch.manual_seed(0)
+    weights = variance_scaling_(torch.empty(200_000), fan_in=512)
+    bound = 2 * math.sqrt(1.3 * 2 / 512)
+    assert weights.abs().max() <= bound
+    # A normal truncated at two standard deviations keeps 0.774 of its variance: 1.3 * 0.774 ~ 1.
+    assert weights.var().item() == pytest.approx(2 / 512 * 1.3 * 0.774, rel=0.02)
+
+
+def tiny_model(**switches):
+    torch.manual_seed(0)
+    return NeXtVLADModel({"video": 8, "audio": 4}, LogisticModel(16, 5), cluster_size=4, hidden_size=16,
+                         groups=4, expansion=2, gating_reduction=4, drop_rate=0.5, **switches)
+
+
+def test_shapes_bags_and_audio_halves():
+    model = tiny_model()
+    assert model.aggregations["video"].cluster_size == 4 and model.aggregations["video"].groups == 4
+    assert model.aggregations["audio"].cluster_size == 2 and model.aggregations["audio"].groups == 2
+    assert model.hidden.in_features == 4 * (16 // 4) + 2 * (8 // 2)
+    frames = torch.randn(3, 2, 7, 12)
+    assert model(frames).shape == (3, 5)
+    model.eval()
+    one_bag = frames[:, :1]
+    torch.testing.assert_close(model(one_bag), model(one_bag[:, 0]))
+    # Bags are averaged: two identical bags give the one-bag output.
+    torch.testing.assert_close(model(one_bag.expand(3, 2, 7, 12)), model(one_bag))
+    with pytest.raises(ValueError, match="expected frames"):
+        model(torch.randn(3, 7, 11))
+
+
+def test_video_only():
+    model = NeXtVLADModel({"video": 8}, LogisticModel(16, 5), cluster_size=4, hidden_size=16, groups=4)
+    assert list(model.aggregations) == ["video"] and model(torch.randn(2, 1, 3, 8)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("switch", ["fc_structure", "expansion_structure", "cluster_structure",
+                                    "gating_structure"])
+def test_compact_switches_make_their_layer_circulant(switch):
+    model = tiny_model(**{switch: "circulant"})
+    video = model.aggregations["video"]
+    layers = {"fc_structure": [model.hidden], "expansion_structure": [video.expand],
+              "cluster_structure": [video.assignment], "gating_structure": [model.gating.squeeze,
+                                                                            model.gating.excite]}
+    for name, candidates in layers.items():
+        for layer in candidates:
+            assert isinstance(layer, CirculantLinear) == (name == switch), name
+    assert isinstance(video.attention, torch.nn.Linear)  # G outputs: never worth compacting
+    assert n_params(model) < n_params(tiny_model())
+    assert model(torch.randn(2, 1, 3, 12)).shape == (2, 5)
+
+
+def test_se_gating_parameters():
+    gating = SEGating(64, reduction=8)
+    assert n_params(gating) == 2 * 64 * 8 + 2 * 8
+    assert gating(torch.randn(4, 64)).shape == (4, 64)
+
+
+@pytest.mark.parametrize("switches", [{}, {"fc_structure": "circulant", "expansion_structure": "circulant",
+                                           "cluster_structure": "circulant", "gating_structure": "circulant"}])
+def test_training_steps_fit_a_batch(switches):
+    model = tiny_model(**switches)
+    frames = torch.nn.functional.normalize(torch.randn(8, 1, 6, 12), dim=-1)
+    labels = (torch.rand(8, 5) < 0.3).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy(model(frames), labels) + model.regularization_loss()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert losses[-1] < 0.7 * losses[0]
