@@ -49,11 +49,6 @@ class MonarchShape(NamedTuple):
         """Structured weights (bias excluded): ``k * q * (p + s)``."""
         return self.nblocks * self.q * (self.p + self.s)
 
-    def fits(self, in_features: int, out_features: int) -> bool:
-        """Whether every block holds at least one real input and one kept output (else some blocks
-        would be all padding: weights with no effect and no gradient)."""
-        k = self.nblocks
-        return (k - 1) * self.p < in_features and (k - 1) * self.s < out_features
 
 
 class MonarchLinear(StructuredLinear):
@@ -65,9 +60,10 @@ class MonarchLinear(StructuredLinear):
     Args:
         in_features, out_features: as nn.Linear.
         bias: add a learned bias ``[out_features]`` (nn.Linear's default: True).
-        nblocks: blocks k of each factor (default 4, the authors' code's); every block must hold at
-            least one real input and one kept output, so ``nblocks <= min(in, out)`` and no padding
-            leaves a whole block empty (e.g. 9 features in 6 blocks of 2 is refused).
+        nblocks: blocks k of each factor, ``1 <= k <= min(in, out)`` (default 4, the authors' code's).
+            Where the padding fills whole blocks (9 features in 6 blocks of 2: the sixth block sees
+            only zeros), those blocks' weights have no effect, as in the authors' code; they are
+            counted (the parameter report shows what the layer holds).
         device, dtype: where and in which floating type to create the parameters, as for nn.Linear.
 
     Parameters:
@@ -93,15 +89,12 @@ class MonarchLinear(StructuredLinear):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(in_features, out_features)
-        if nblocks < 1:
-            raise ValueError(f"MonarchLinear nblocks must be >= 1, got {nblocks}")
-        shape = MonarchShape.of(in_features, out_features, nblocks)
-        if not shape.fits(in_features, out_features):
+        if not 1 <= nblocks <= min(in_features, out_features):
             raise ValueError(
-                f"MonarchLinear({in_features}, {out_features}, nblocks={nblocks}) leaves a block with only "
-                f"padding ({nblocks} blocks of {shape.p} inputs, {shape.s} outputs): use fewer blocks, at most "
-                f"{min(in_features, out_features)}, or a divisor of both sizes"
+                f"MonarchLinear({in_features}, {out_features}) nblocks must be between 1 and "
+                f"min(in_features, out_features) = {min(in_features, out_features)}, got {nblocks}"
             )
+        shape = MonarchShape.of(in_features, out_features, nblocks)
         factory = {"device": device, "dtype": dtype}
         self.shape = shape
         self.blocks1 = nn.Parameter(torch.empty(nblocks, shape.q, shape.p, **factory))
