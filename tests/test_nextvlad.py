@@ -1,6 +1,7 @@
 """NeXtVLAD and NeXtVLADModel: their code's parameter count, the aggregation against a per-frame,
 per-group reference written from their equations, shapes, bagging, compact switches, training steps."""
 
+import functools
 import math
 
 import pytest
@@ -124,14 +125,16 @@ def test_video_only():
     assert list(model.aggregations) == ["video"] and model(torch.randn(2, 1, 3, 8)).shape == (2, 5)
 
 
-@pytest.mark.parametrize("switch", ["fc_structure", "expansion_structure", "cluster_structure",
-                                    "gating_structure"])
+CIRCULANT = functools.partial(CirculantLinear, diag="learned")
+SWITCHES = ("fc_compact", "expansion_compact", "cluster_compact", "gating_compact")
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
 def test_compact_switches_make_their_layer_circulant(switch):
-    model = tiny_model(**{switch: "circulant"})
+    model = tiny_model(**{switch: CIRCULANT})
     video = model.aggregations["video"]
-    layers = {"fc_structure": [model.hidden], "expansion_structure": [video.expand],
-              "cluster_structure": [video.assignment], "gating_structure": [model.gating.squeeze,
-                                                                            model.gating.excite]}
+    layers = {"fc_compact": [model.hidden], "expansion_compact": [video.expand],
+              "cluster_compact": [video.assignment], "gating_compact": [model.gating.squeeze, model.gating.excite]}
     for name, candidates in layers.items():
         for layer in candidates:
             assert isinstance(layer, CirculantLinear) == (name == switch), name
@@ -146,8 +149,7 @@ def test_se_gating_parameters():
     assert gating(torch.randn(4, 64)).shape == (4, 64)
 
 
-@pytest.mark.parametrize("switches", [{}, {"fc_structure": "circulant", "expansion_structure": "circulant",
-                                           "cluster_structure": "circulant", "gating_structure": "circulant"}])
+@pytest.mark.parametrize("switches", [{}, dict.fromkeys(SWITCHES, CIRCULANT)])
 def test_training_steps_fit_a_batch(switches):
     model = tiny_model(**switches)
     frames = torch.nn.functional.normalize(torch.randn(8, 1, 6, 12), dim=-1)

@@ -8,8 +8,8 @@
   with a bottleneck ``W1 [dim, dim / reduction]``, ``W2 [dim / reduction, dim]``, no biases,
   variance-scaled as its authors' code.
 
-With ``structure="circulant"`` (``--gating_circulant``) the projections are diagonal-circulant (learned
-diagonal): ``W`` alone is ``dim**2`` parameters, 14.9 M for the 3862 classes after the MoE.
+Given a ``compact`` layer factory (``--gating_circulant``), the projections are structured: ``W`` alone
+is ``dim**2`` parameters, 14.9 M for the 3862 classes after the MoE.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from compactvid.layers.batch_norm import batch_norm
-from compactvid.layers.circulant import CirculantLinear
-from compactvid.layers.initializers import slim_linear
+from compactvid.layers.initializers import LinearFactory, slim_linear
 
 __all__ = ["ContextGating", "SEGating"]
 
@@ -33,23 +32,23 @@ class ContextGating(nn.Module):
     Args:
         dim: number of units.
         add_batch_norm: batch norm on the gate pre-activations (then the projection has no bias).
-        structure: ``None`` (dense) or ``"circulant"`` (diagonal-circulant projection, ``k_factor`` factors).
+        compact: ``None`` (dense projection, N(0, 1/sqrt(dim))) or the factory of a structured one.
 
     Trainable parameters: ``dim**2 + 2 * dim`` with batch norm, ``dim**2 + dim`` without (dense).
     """
 
-    def __init__(self, dim: int, add_batch_norm: bool = True, structure: Optional[str] = None,
-                 k_factor: int = 1) -> None:
+    def __init__(self, dim: int, add_batch_norm: bool = True, compact: Optional[LinearFactory] = None) -> None:
         super().__init__()
         self.dim = dim
-        self.projection = slim_linear(dim, dim, not add_batch_norm, structure, k_factor)
+        self.compact = compact is not None
+        self.projection = slim_linear(dim, dim, not add_batch_norm, compact)
         self.norm = batch_norm(dim) if add_batch_norm else nn.Identity()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         std = 1.0 / math.sqrt(self.dim)
-        if isinstance(self.projection, CirculantLinear):
-            self.projection.reset_parameters()  # N(0, 1/sqrt(dim)) per circulant vector, as the dense W
+        if self.compact:
+            self.projection.reset_parameters()  # its own (circulant: N(0, 1/sqrt(dim)), as the dense W)
         else:
             nn.init.normal_(self.projection.weight, 0.0, std)
         if self.projection.bias is not None:
@@ -66,19 +65,19 @@ class SEGating(nn.Module):
     Args:
         dim: number of units.
         reduction: bottleneck ratio r (``--gating_reduction``); the bottleneck has ``dim // r`` units.
-        structure: ``None`` (dense) or ``"circulant"`` (diagonal-circulant W1 and W2, ``k_factor`` factors).
+        compact: ``None`` (dense W1 and W2, variance-scaled) or the factory of structured ones.
 
     Trainable parameters (dense): ``2 * dim * (dim // r) + 2 * (dim // r)``.
     """
 
-    def __init__(self, dim: int, reduction: int = 8, structure: Optional[str] = None, k_factor: int = 1) -> None:
+    def __init__(self, dim: int, reduction: int = 8, compact: Optional[LinearFactory] = None) -> None:
         super().__init__()
         if not 1 <= reduction <= dim:
             raise ValueError(f"SEGating: reduction must be in [1, dim={dim}], got {reduction}")
         bottleneck = dim // reduction
-        self.squeeze = slim_linear(dim, bottleneck, False, structure, k_factor)
+        self.squeeze = slim_linear(dim, bottleneck, False, compact)
         self.norm = batch_norm(bottleneck)
-        self.excite = slim_linear(bottleneck, dim, False, structure, k_factor)
+        self.excite = slim_linear(bottleneck, dim, False, compact)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [batch, dim] -> [batch, dim]``."""

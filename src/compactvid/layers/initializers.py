@@ -9,14 +9,16 @@ zero, as ``slim.fully_connected``'s.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from compactvid.layers.circulant import CirculantLinear
+__all__ = ["LinearFactory", "variance_scaling_", "slim_linear"]
 
-__all__ = ["variance_scaling_", "slim_linear"]
+# Builds a (structured) layer from ``(in_features, out_features, bias)``, as ``nn.Linear``'s arguments;
+# e.g. ``functools.partial(make_compact_linear, "circulant")``.
+LinearFactory = Callable[[int, int, bool], nn.Module]
 
 
 @torch.no_grad()
@@ -26,15 +28,12 @@ def variance_scaling_(tensor: Tensor, fan_in: int) -> Tensor:
     return nn.init.trunc_normal_(tensor, 0.0, std, -2.0 * std, 2.0 * std)
 
 
-def slim_linear(in_features: int, out_features: int, bias: bool, structure: Optional[str] = None,
-                k_factor: int = 1) -> nn.Module:
-    """``[..., in_features] -> [..., out_features]``: dense and variance-scaled (``structure=None``), or
-    ``"circulant"``: diagonal-circulant with a learned diagonal and ``k_factor`` factors (its own
-    initialization)."""
-    if structure == "circulant":
-        return CirculantLinear(in_features, out_features, bias=bias, diag="learned", k_factor=k_factor)
-    if structure is not None:
-        raise ValueError(f"structure must be None or 'circulant', got {structure!r}")
+def slim_linear(in_features: int, out_features: int, bias: bool, compact: Optional[LinearFactory] = None
+                ) -> nn.Module:
+    """``[..., in_features] -> [..., out_features]``: dense and variance-scaled, or, given ``compact``, the
+    structured layer it builds (with that layer's own initialization)."""
+    if compact is not None:
+        return compact(in_features, out_features, bias)
     layer = nn.Linear(in_features, out_features, bias=bias)
     variance_scaling_(layer.weight, in_features)
     if bias:

@@ -20,10 +20,10 @@ data loader samples ``--iterations`` real frames per video, so there is no paddi
 be all ones: it is left out. Bags (``--n_bagging``) share the NeXtVLAD modules and their descriptors
 are averaged, as the paper's network averages its embeddings.
 
-Compact switches (``structure="circulant"``: diagonal-circulant, learned diagonal): the hidden FC
-(``--fc_nextvlad_circulant``, 75.5 M of the 88.9 M parameters of their local script's model), the expansion
-and cluster projections (``--nextvlad_expansion_circulant``, ``--nextvlad_cluster_circulant``) and the
-SE gating (``--gating_circulant``).
+Compact switches (a structured layer factory in place of the dense layer, e.g. diagonal-circulant): the
+hidden FC (``--fc_nextvlad_circulant``, 75.5 M of the 88.9 M parameters of their local script's model),
+the expansion and cluster projections (``--nextvlad_expansion_circulant``, ``--nextvlad_cluster_circulant``)
+and the SE gating (``--gating_circulant``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from compactvid.layers.batch_norm import batch_norm
 from compactvid.layers.gating import SEGating
-from compactvid.layers.initializers import slim_linear, variance_scaling_
+from compactvid.layers.initializers import LinearFactory, slim_linear, variance_scaling_
 from compactvid.models.aggregation import l2_normalize
 from compactvid.models.report import Component
 
@@ -50,9 +50,8 @@ class NeXtVLAD(nn.Module):
         cluster_size: K clusters per group.
         groups: G groups; ``expansion * feature_size`` must be a multiple of G.
         expansion: lambda, the expansion ratio.
-        expansion_structure, cluster_structure: ``None`` (dense) or ``"circulant"`` for the expansion FC
-            and the cluster projection W.
-        k_factor: factors per diagonal-circulant block.
+        expansion_compact, cluster_compact: ``None`` (dense) or the factory of a structured layer for the
+            expansion FC and the cluster projection W.
 
     Trainable parameters (dense): ``(F + 1) lambda F`` (expansion) + ``(lambda F + 1) G`` (attention) +
     ``lambda F G K + 2 G K`` (assignment and its batch norm) + ``3 K lambda F / G`` (centers and the
@@ -60,8 +59,8 @@ class NeXtVLAD(nn.Module):
     """
 
     def __init__(self, feature_size: int, cluster_size: int, groups: int, expansion: int = 2,
-                 expansion_structure: Optional[str] = None, cluster_structure: Optional[str] = None,
-                 k_factor: int = 1) -> None:
+                 expansion_compact: Optional[LinearFactory] = None,
+                 cluster_compact: Optional[LinearFactory] = None) -> None:
         super().__init__()
         expanded = expansion * feature_size
         if groups <= 0 or expanded % groups:
@@ -70,9 +69,9 @@ class NeXtVLAD(nn.Module):
         self.groups, self.cluster_size = groups, cluster_size
         self.group_size = expanded // groups
         self.output_size = cluster_size * self.group_size
-        self.expand = slim_linear(feature_size, expanded, True, expansion_structure, k_factor)
+        self.expand = slim_linear(feature_size, expanded, True, expansion_compact)
         self.attention = slim_linear(expanded, groups, True)
-        self.assignment = slim_linear(expanded, groups * cluster_size, False, cluster_structure, k_factor)
+        self.assignment = slim_linear(expanded, groups * cluster_size, False, cluster_compact)
         self.assignment_norm = batch_norm(groups * cluster_size)
         # Their centers are a [1, lambda F / G, K] variable: fan-in lambda F / G.
         self.centers = nn.Parameter(variance_scaling_(torch.empty(self.group_size, cluster_size), self.group_size))
@@ -104,28 +103,27 @@ class NeXtVLADModel(nn.Module):
         cluster_size, hidden_size, groups, expansion, gating_reduction, drop_rate: their
             ``--nextvlad_cluster_size``, ``--nextvlad_hidden_size``, ``--groups``, ``--expansion``,
             ``--gating_reduction``, ``--drop_rate`` (dropout before the hidden FC, when positive).
-        fc_structure, expansion_structure, cluster_structure, gating_structure: ``None`` (dense) or
-            ``"circulant"`` for the hidden FC, the expansion FCs, the cluster projections, the SE gating.
-        k_factor: factors per diagonal-circulant block.
+        fc_compact, expansion_compact, cluster_compact, gating_compact: ``None`` (dense) or the factory
+            of a structured layer for the hidden FC, the expansion FCs, the cluster projections, the SE gating.
     """
 
     def __init__(self, modality_sizes: dict[str, int], classifier: nn.Module, cluster_size: int = 64,
                  hidden_size: int = 1024, groups: int = 8, expansion: int = 2, gating_reduction: int = 8,
-                 drop_rate: float = 0.5, *, fc_structure: Optional[str] = None,
-                 expansion_structure: Optional[str] = None, cluster_structure: Optional[str] = None,
-                 gating_structure: Optional[str] = None, k_factor: int = 1) -> None:
+                 drop_rate: float = 0.5, *, fc_compact: Optional[LinearFactory] = None,
+                 expansion_compact: Optional[LinearFactory] = None, cluster_compact: Optional[LinearFactory] = None,
+                 gating_compact: Optional[LinearFactory] = None) -> None:
         super().__init__()
         self.input_size = sum(modality_sizes.values())
         self.modality_sizes = dict(modality_sizes)
         self.aggregations = nn.ModuleDict({
             modality: NeXtVLAD(size, cluster_size // divisor, groups // divisor, expansion,
-                               expansion_structure, cluster_structure, k_factor)
+                               expansion_compact, cluster_compact)
             for (modality, size), divisor in zip(modality_sizes.items(), (1, 2))})
         width = sum(aggregation.output_size for aggregation in self.aggregations.values())
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.hidden = slim_linear(width, hidden_size, False, fc_structure, k_factor)
+        self.hidden = slim_linear(width, hidden_size, False, fc_compact)
         self.hidden_norm = batch_norm(hidden_size)
-        self.gating = SEGating(hidden_size, gating_reduction, gating_structure, k_factor)
+        self.gating = SEGating(hidden_size, gating_reduction, gating_compact)
         self.classifier = classifier
 
     def forward(self, frames: Tensor) -> Tensor:
