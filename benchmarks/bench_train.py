@@ -64,7 +64,8 @@ class _Run:
 
         from compactvid.flags import parse_config
         from compactvid.losses import create_loss
-        from compactvid.models import create_model, parameter_report
+        from compactvid.models.registry import create_model
+        from compactvid.models.report import parameter_report
         from compactvid.train import create_optimizer
 
         logging.getLogger("compactvid").setLevel(logging.ERROR)  # the profile's notes on flags of other models
@@ -75,8 +76,8 @@ class _Run:
         shape = (c.batch_size, c.n_bagging, c.iterations, sum(c.feature_size_list))
         self.frames = torch.nn.functional.normalize(torch.randn(shape), dim=-1).to(device)
         self.labels = (torch.rand(c.batch_size, c.num_classes) < 3 / c.num_classes).float().to(device)
-        self.model = create_model(c).to(device)
-        self.parameters = parameter_report(self.model, c)["total"]
+        self.model = create_model(c.model_args()).to(device)
+        self.parameters = parameter_report(self.model, c.model_args())["total"]
         self.optimizer = create_optimizer(c, self.model.parameters())
         self.loss_fn = create_loss(c.label_loss)
 

@@ -60,9 +60,9 @@ def test_invalid_values_name_the_flag(argv, flag):
         parse_config(argv)
 
 
-def test_ignored_flag_is_accepted_with_a_note(caplog):
-    config, _ = parse_config(["--log_device_placement=True", "--export_model_steps=5"])
-    assert config.export_model_steps == 5
+def test_ignored_flag_is_accepted_with_a_note_and_not_recorded(caplog, tmp_path):
+    config, _ = parse_config(["--log_device_placement=True", "--export_model_steps=5", "--nofc_circulant"])
+    assert config == Config()  # flags with no effect are not in the Config that config.json records
     notes = [r.getMessage() for r in caplog.records]
     assert any("--log_device_placement has no effect" in n and "--device" in n for n in notes)
     assert any("--export_model_steps has no effect" in n for n in notes)
@@ -73,6 +73,13 @@ def test_json_round_trip(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(config.to_json())
     assert Config.from_json_file(str(path)) == config
+
+
+def test_config_json_written_with_the_seed_flags_with_no_effect_still_loads(tmp_path):
+    """Before the flags with no effect left the Config, config.json recorded them."""
+    path = tmp_path / "config.json"
+    path.write_text('{"batch_size": 8, "fc_gating": false, "dbof_hidden_size": 1024}')
+    assert Config.from_json_file(str(path)) == Config(batch_size=8)
 
 
 def test_unknown_key_in_config_json_is_refused(tmp_path):

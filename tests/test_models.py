@@ -1,24 +1,27 @@
 """The paper's network and the model registry: shapes for every embedding x classifier x compact switch,
 gradients, bagging, batch-norm modes, state_dict round-trip, modalities, and flag warnings."""
 
+import dataclasses
 import itertools
-import logging
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from compactvid.config import Config
+from compactvid.config import Config, fields_in_group
 from compactvid.errors import ConfigError
 from compactvid.layers.circulant import CirculantLinear
-from compactvid.models import MODELS, create_model, parameter_report
 from compactvid.models.aggregation import DBoF, NetFV, NetVLAD
+from compactvid.models.args import EMBEDDINGS, ModelArgs
 from compactvid.models.classifiers import LogisticModel, MoeModel
 from compactvid.models.flag_effects import ineffective_flags
 from compactvid.models.network import CirculantDiagonalNetwork
+from compactvid.models.registry import MODELS, create_model
+from compactvid.models.report import parameter_report
 
 VIDEO, AUDIO, CLASSES, FRAMES, BAGS = 16, 8, 6, 5, 2
-EMBEDDING_FLAGS = {"dbof": "add_dbof", "netvlad": "add_netvlad", "fisher_vector": "add_fisher_vector",
-                   "moments": "add_moments"}
+EMBEDDING_FLAGS = {name: embedding.add_flag for name, embedding in EMBEDDINGS.items()}
 ALL_EMBEDDINGS = {flag: True for flag in EMBEDDING_FLAGS.values()}
 CLASSIFIER_NAMES = ["MoeModel", "Circulant_MoeModel", "CirculantWithFactor_MoeModel", "LogisticModel"]
 SWITCHES = {
@@ -36,17 +39,18 @@ SWITCHES = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def small_config(**flags) -> Config:
-    values = dict(model="CirulantDiagonalNetwork", feature_sizes=f"{VIDEO},{AUDIO}", num_classes=CLASSES,
+def small_config(**args) -> ModelArgs:
+    """A small network's arguments: models are built without the command line's Config."""
+    values = dict(model="CirulantDiagonalNetwork", feature_sizes=(VIDEO, AUDIO), num_classes=CLASSES,
                   iterations=FRAMES, n_bagging=BAGS, dbof_cluster_size=8, netvlad_cluster_size=4,
                   fv_cluster_size=4, fc_hidden_size=8, moe_num_mixtures=2)
-    values.update(flags)
-    return Config(**values)
+    values.update(args)
+    return ModelArgs(**values)
 
 
-def frames_for(config: Config, batch: int = 3, seed: int = 0) -> torch.Tensor:
+def frames_for(config: ModelArgs, batch: int = 3, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    dim = sum(config.feature_size_list)
+    dim = sum(config.feature_sizes)
     frames = torch.randn(batch, config.n_bagging, config.iterations, dim, generator=generator)
     return torch.nn.functional.normalize(frames, dim=-1)
 
@@ -133,7 +137,7 @@ def test_no_audio_ignores_the_audio_dimensions():
 
 
 def test_every_feature_after_the_first_is_audio():
-    config = small_config(add_dbof=True, feature_names="rgb,audio,extra", feature_sizes=f"{VIDEO},4,4")
+    config = small_config(add_dbof=True, feature_sizes=(VIDEO, 4, 4))
     model = create_model(config)
     assert model.modality_sizes == {"video": VIDEO, "audio": 8}
     assert model(frames_for(config)).shape == (3, CLASSES)
@@ -220,7 +224,7 @@ def test_registry_names_and_alias():
 @pytest.mark.parametrize("name,cls", [("MoeModel", MoeModel), ("LogisticModel", LogisticModel),
                                       ("Circulant_MoeModel", MoeModel)])
 def test_video_level_models_alone(name, cls):
-    config = Config(model=name, frame_features=False, num_classes=CLASSES, feature_sizes="16,8")
+    config = ModelArgs(model=name, frame_features=False, num_classes=CLASSES, feature_sizes=(16, 8))
     model = create_model(config)
     assert isinstance(model, cls)
     out = model(torch.randn(5, 24))
@@ -236,7 +240,7 @@ def test_configuration_errors():
     with pytest.raises(ConfigError, match="frame_features=True"):
         create_model(small_config(add_dbof=True, frame_features=False))
     with pytest.raises(ConfigError, match="video-level model"):
-        create_model(Config(model="MoeModel"))
+        create_model(ModelArgs(model="MoeModel"))
     with pytest.raises(ConfigError, match="video_level_classifier_model=Nope"):
         create_model(small_config(add_dbof=True, video_level_classifier_model="Nope"))
 
@@ -247,11 +251,8 @@ def test_wrong_frame_width_is_reported():
         model(torch.zeros(2, 1, FRAMES, VIDEO))
 
 
-def test_seed_netfv_compact_command_warns_that_fc_netvlad_circulant_does_nothing(caplog):
-    config = small_config(add_fisher_vector=True, fc_netvlad_circulant=True)
-    with caplog.at_level(logging.WARNING, logger="compactvid.models"):
-        create_model(config)
-    warnings = [r.getMessage() for r in caplog.records]
+def test_seed_netfv_compact_command_warns_that_fc_netvlad_circulant_does_nothing():
+    warnings = ineffective_flags(small_config(add_fisher_vector=True, fc_netvlad_circulant=True))
     assert any("--fc_netvlad_circulant=True has no effect" in w and "--add_netvlad" in w for w in warnings)
     assert len([w for w in warnings if "fc_netvlad_circulant" in w]) == 1
 
@@ -272,23 +273,38 @@ def test_seed_netfv_compact_command_warns_that_fc_netvlad_circulant_does_nothing
     ({"add_dbof": True, "MoE_gating": False, "moe_add_batch_norm": False}, ["moe_add_batch_norm"]),
     ({"add_dbof": True, "video_level_classifier_model": "LogisticModel", "moe_num_mixtures": 4},
      ["moe_num_mixtures"]),
-    ({"add_dbof": True, "no_audio": True, "feature_names": "rgb", "feature_sizes": "16"}, ["no_audio"]),
+    ({"add_dbof": True, "no_audio": True, "feature_sizes": (16,)}, ["no_audio"]),
 ])
 def test_ineffective_flags(flags, expected):
-    messages = ineffective_flags(small_config(**{"moe_num_mixtures": 2, "fc_hidden_size": 8, **flags}), True)
+    messages = ineffective_flags(small_config(**{"moe_num_mixtures": 2, "fc_hidden_size": 8, **flags}))
     named = sorted(m.split("=")[0].lstrip("-") for m in messages
                    if not m.startswith(("--dbof_cluster_size", "--netvlad_cluster_size", "--fv_cluster_size")))
     assert named == sorted(expected), messages
 
 
 def test_cluster_sizes_of_disabled_embeddings_are_reported():
-    messages = ineffective_flags(small_config(add_dbof=True), True)
+    messages = ineffective_flags(small_config(add_dbof=True))
     assert any(m.startswith("--netvlad_cluster_size=4 has no effect") for m in messages)
     assert not any(m.startswith("--dbof_cluster_size") for m in messages)
 
 
 def test_network_flags_are_reported_for_video_level_models():
-    config = Config(model="MoeModel", frame_features=False, add_dbof=True, n_bagging=10, fc_dbof_circulant=True)
-    messages = ineffective_flags(config, frame_level=False)
+    args = ModelArgs(model="MoeModel", frame_features=False, add_dbof=True, n_bagging=10, fc_dbof_circulant=True)
+    messages = ineffective_flags(args)
     assert {m.split("=")[0] for m in messages} == {"--add_dbof", "--n_bagging", "--fc_dbof_circulant"}
     assert all("video-level model" in m for m in messages)
+
+
+def test_model_flags_are_the_model_arguments():
+    """Every model flag is a ModelArgs field with the same default, and a run's model gets the run's values."""
+    assert {f.name for f in fields_in_group("model")} <= {f.name for f in dataclasses.fields(ModelArgs)}
+    assert Config().model_args() == ModelArgs()
+    config = Config(add_dbof=True, feature_sizes="16,8", num_classes=7, batch_norm_decay=0.9, batch_size=3)
+    assert config.model_args() == ModelArgs(add_dbof=True, feature_sizes=(16, 8), num_classes=7,
+                                            batch_norm_decay=0.9)
+
+
+def test_reading_the_flags_does_not_import_torch():
+    """`compactvid train --help` parses flags built from ModelArgs; torch takes seconds to import."""
+    code = "import sys, compactvid.flags; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

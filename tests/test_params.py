@@ -9,7 +9,8 @@ import torch
 
 from compactvid.cli import main
 from compactvid.flags import parse_config
-from compactvid.models import create_model, parameter_report
+from compactvid.models.registry import create_model
+from compactvid.models.report import parameter_report
 
 # The seed README's PARAMS, verbatim except the data patterns and output folder.
 PARAMS = ("--frame_features=True --feature_names=rgb,audio --feature_sizes=1024,128 --iterations=15 "
@@ -109,13 +110,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seed_config(line: str):
+    """The model arguments of a seed command line."""
     config, _ = parse_config(line.split() + PARAMS)
-    return config
+    return config.model_args()
 
 
-def meta_model(config):
+def meta_model(args):
     with torch.device("meta"):
-        return create_model(config)
+        return create_model(args)
 
 
 def test_the_issue_pins_two_totals():

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
-        args = parser.parse_args(argv)  # prints help / version / a usage error and exits
+        parser.parse_args(argv)  # prints help / version / a usage error and exits
         parser.print_help()
         return 2
     name = argv[0]

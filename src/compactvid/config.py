@@ -6,8 +6,11 @@ defaults and meanings, so that its command lines can be pasted unchanged; a few 
 
 Each field carries metadata:
 - ``group``: ``data`` / ``model`` (define the model's shape: a resume with a different value is refused),
-  ``train`` (may change between resumes), or ``ignored`` (accepted for compatibility, no effect here).
-- ``help``: the flag's help text; for ``ignored`` flags, what to use instead.
+  or ``train`` (may change between resumes).
+- ``help``: the flag's help text.
+
+The model flags' defaults are `ModelArgs`'s; ``Config.model_args()`` gives a run's model its arguments.
+The seed's flags that have no effect here are in `compactvid.ignored_flags`, apart from this Config.
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from compactvid.errors import ConfigError
+from compactvid.ignored_flags import IGNORED_FLAGS
+from compactvid.models.args import ModelArgs
 
 FRAME_FEATURES_DEFAULT = ("rgb,audio", "1024,128")
 VIDEO_FEATURES_DEFAULT = ("mean_rgb,mean_audio", "1024,128")
+
+
+_M = ModelArgs()  # the model flags' defaults
 
 
 def _flag(default: Any, group: str, help: str) -> Any:
@@ -39,14 +47,15 @@ class Config:
         "", "train", "Validation files (same syntax); evaluated every --eval_every_steps and at the end "
         "of each epoch. Empty: no validation.")
     frame_features: bool = _flag(
-        True, "data", "True: frame-level SequenceExamples (rgb, audio per frame). False: video-level "
-        "Examples (mean_rgb, mean_audio), for LogisticModel / MoeModel.")
+        _M.frame_features, "data", "True: frame-level SequenceExamples (rgb, audio per frame). False: "
+        "video-level Examples (mean_rgb, mean_audio), for LogisticModel / MoeModel.")
     feature_names: Optional[str] = _flag(
         None, "data", "Comma-separated features, concatenated in this order. Default: rgb,audio for "
         "frame-level data, mean_rgb,mean_audio for video-level data.")
     feature_sizes: Optional[str] = _flag(
         None, "data", "Comma-separated sizes of --feature_names. Default: 1024,128.")
-    num_classes: int = _flag(3862, "data", "Vocabulary size (3862 for the 2018 release, 4716 for 2017).")
+    num_classes: int = _flag(_M.num_classes, "data",
+                             "Vocabulary size (3862 for the 2018 release, 4716 for 2017).")
     max_frames: int = _flag(300, "data", "Frames kept per video (the rest are dropped, as the original).")
     num_readers: int = _flag(
         8, "train", "DataLoader worker processes per training process; capped at the CPU count.")
@@ -59,52 +68,57 @@ class Config:
     data_augmentation: bool = _flag(
         False, "train", "Use the first and the second half of each video as two examples (same labels).")
 
-    # --- model: network ---------------------------------------------------------------------------
-    model: str = _flag(
-        "CirculantDiagonalNetwork", "model", "Model name from the registry (`compactvid params --help` "
-        "lists them). The seed's spelling CirulantDiagonalNetwork is accepted.")
+    # --- model: network (defaults: ModelArgs's) -------------------------------------------------------
+    model: str = _flag(_M.model, "model", "Model name from the registry (`compactvid params --help` lists them). "
+                       "The seed's spelling CirulantDiagonalNetwork is accepted.")
     video_level_classifier_model: str = _flag(
-        "MoeModel", "model", "Classifier on top of the embeddings: MoeModel, Circulant_MoeModel, "
-        "CirculantWithFactor_MoeModel or LogisticModel.")
-    iterations: int = _flag(30, "model", "Frames sampled per video (and per bag).")
+        _M.video_level_classifier_model, "model", "Classifier on top of the embeddings: MoeModel, "
+        "Circulant_MoeModel, CirculantWithFactor_MoeModel or LogisticModel.")
+    iterations: int = _flag(_M.iterations, "model", "Frames sampled per video (and per bag).")
     sample_random_frames: bool = _flag(
-        True, "model", "True: frames sampled at random with replacement. False: a random contiguous window.")
-    n_bagging: int = _flag(1, "model", "Independent frame samples per video, embedded by one shared module "
-                           "and averaged.")
-    no_audio: bool = _flag(False, "model", "Drop the audio branch (use the first 1024 dims only).")
-    add_dbof: bool = _flag(False, "model", "Add the Deep Bag-of-Frames embedding.")
-    add_netvlad: bool = _flag(False, "model", "Add the NetVLAD embedding.")
-    add_fisher_vector: bool = _flag(False, "model", "Add the NetFV (Fisher vector) embedding.")
-    add_moments: bool = _flag(False, "model", "Add the moments (mean, variance) embedding.")
-    dbof_cluster_size: int = _flag(8192, "model", "DBoF clusters (audio uses half).")
-    dbof_pooling_method: str = _flag("max", "model", "DBoF pooling over frames: max or average.")
-    dbof_circulant: bool = _flag(False, "model", "Make the DBoF projection diagonal-circulant.")
-    netvlad_cluster_size: int = _flag(128, "model", "NetVLAD clusters (audio uses half).")
-    fv_cluster_size: int = _flag(64, "model", "NetFV clusters (audio uses half).")
-    fv_couple_weights: bool = _flag(False, "model", "NetFV: derive covariances from the assignment weights.")
-    fv_coupling_factor: float = _flag(0.01, "model", "NetFV coupling factor (with --fv_couple_weights).")
-    embedding_add_batch_norm: bool = _flag(True, "model", "Batch norm inside the embeddings.")
-    input_add_batch_norm: bool = _flag(False, "model", "Batch norm on the sampled input frames.")
-    fc_hidden_size: int = _flag(1024, "model", "Width of the FC layer after each embedding.")
-    fc_add_batch_norm: bool = _flag(True, "model", "Batch norm after each FC layer (else a bias).")
-    fc_dbof_circulant: bool = _flag(False, "model", "Circulant FC after DBoF.")
-    fc_netvlad_circulant: bool = _flag(False, "model", "Circulant FC after NetVLAD.")
-    fc_fisher_circulant: bool = _flag(False, "model", "Circulant FC after NetFV.")
-    fc_moment_circulant: bool = _flag(False, "model", "Circulant FC after moments.")
+        _M.sample_random_frames, "model", "True: frames sampled at random with replacement. False: a random "
+        "contiguous window.")
+    n_bagging: int = _flag(_M.n_bagging, "model", "Independent frame samples per video, embedded by one shared "
+                           "module and averaged.")
+    no_audio: bool = _flag(_M.no_audio, "model", "Drop the audio branch (use the first 1024 dims only).")
+    add_dbof: bool = _flag(_M.add_dbof, "model", "Add the Deep Bag-of-Frames embedding.")
+    add_netvlad: bool = _flag(_M.add_netvlad, "model", "Add the NetVLAD embedding.")
+    add_fisher_vector: bool = _flag(_M.add_fisher_vector, "model", "Add the NetFV (Fisher vector) embedding.")
+    add_moments: bool = _flag(_M.add_moments, "model", "Add the moments (mean, variance) embedding.")
+    dbof_cluster_size: int = _flag(_M.dbof_cluster_size, "model", "DBoF clusters (audio uses half).")
+    dbof_pooling_method: str = _flag(_M.dbof_pooling_method, "model", "DBoF pooling over frames: max or average.")
+    dbof_circulant: bool = _flag(_M.dbof_circulant, "model", "Make the DBoF projection diagonal-circulant.")
+    netvlad_cluster_size: int = _flag(_M.netvlad_cluster_size, "model", "NetVLAD clusters (audio uses half).")
+    fv_cluster_size: int = _flag(_M.fv_cluster_size, "model", "NetFV clusters (audio uses half).")
+    fv_couple_weights: bool = _flag(
+        _M.fv_couple_weights, "model", "NetFV: derive the cluster centers from the assignment weights "
+        "(--fv_coupling_factor times them) instead of learning them.")
+    fv_coupling_factor: float = _flag(_M.fv_coupling_factor, "model",
+                                      "NetFV coupling factor (with --fv_couple_weights).")
+    embedding_add_batch_norm: bool = _flag(_M.embedding_add_batch_norm, "model", "Batch norm inside the embeddings.")
+    input_add_batch_norm: bool = _flag(_M.input_add_batch_norm, "model", "Batch norm on the sampled input frames.")
+    fc_hidden_size: int = _flag(_M.fc_hidden_size, "model", "Width of the FC layer after each embedding.")
+    fc_add_batch_norm: bool = _flag(_M.fc_add_batch_norm, "model", "Batch norm after each FC layer (else a bias).")
+    fc_dbof_circulant: bool = _flag(_M.fc_dbof_circulant, "model", "Circulant FC after DBoF.")
+    fc_netvlad_circulant: bool = _flag(_M.fc_netvlad_circulant, "model", "Circulant FC after NetVLAD.")
+    fc_fisher_circulant: bool = _flag(_M.fc_fisher_circulant, "model", "Circulant FC after NetFV.")
+    fc_moment_circulant: bool = _flag(_M.fc_moment_circulant, "model", "Circulant FC after moments.")
     use_d_matrix: bool = _flag(
-        False, "model", "Circulant FC layers use a fixed random +-1 diagonal (Cheng et al.) instead of a "
-        "learned one. Does not affect the DBoF projection or the MoE.")
-    k_factor: int = _flag(1, "model", "Diagonal-circulant factors per block in every diagonal-circulant layer.")
+        _M.use_d_matrix, "model", "Circulant FC layers use a fixed random +-1 diagonal (Cheng et al.) instead of "
+        "a learned one. Does not affect the DBoF projection or the MoE.")
+    k_factor: int = _flag(_M.k_factor, "model",
+                          "Diagonal-circulant factors per block in every diagonal-circulant layer.")
 
     # --- model: classifier ------------------------------------------------------------------------
-    moe_num_mixtures: int = _flag(2, "model", "MoE experts per class (plus one dummy 'no' expert).")
-    moe_add_batch_norm: bool = _flag(True, "model", "Batch norm inside the MoE's output context gating.")
-    MoE_gating: bool = _flag(True, "model", "Context gating on the MoE's class probabilities.")
-    moe_l2: float = _flag(1e-8, "model", "L2 penalty on the MoE gate and expert weights.")
+    moe_num_mixtures: int = _flag(_M.moe_num_mixtures, "model", "MoE experts per class (plus one dummy 'no' expert).")
+    moe_add_batch_norm: bool = _flag(_M.moe_add_batch_norm, "model",
+                                     "Batch norm inside the MoE's output context gating.")
+    MoE_gating: bool = _flag(_M.MoE_gating, "model", "Context gating on the MoE's class probabilities.")
+    moe_l2: float = _flag(_M.moe_l2, "model", "L2 penalty on the MoE gate and expert weights.")
     batch_norm_decay: float = _flag(
-        0.999, "train", "Decay of the batch-norm moving averages used at evaluation (TF-slim's default, as "
-        "the original). Short runs need less, e.g. 0.9: after S steps the averages hold 1 - decay**S of "
-        "the data.")
+        _M.batch_norm_decay, "train", "Decay of the batch-norm moving averages used at evaluation (TF-slim's "
+        "default, as the original). Short runs need less, e.g. 0.9: after S steps the averages hold "
+        "1 - decay**S of the data.")
 
     # --- training ---------------------------------------------------------------------------------
     train_dir: str = _flag("/tmp/yt8m_model/", "train", "Directory of the run: config, checkpoints, metrics.")
@@ -134,34 +148,6 @@ class Config:
     checkpoint_steps: int = _flag(1000, "train", "Write a checkpoint every this many steps (and at the end).")
     log_every_steps: int = _flag(10, "train", "Append a line to metrics.jsonl every this many steps.")
 
-    # --- flags of the original with no effect here ------------------------------------------------
-    log_device_placement: bool = _flag(False, "ignored", "PyTorch places ops itself; use --device.")
-    export_model_steps: int = _flag(
-        1000, "ignored", "Models are not exported separately: every checkpoint is loadable by "
-        "`compactvid eval` / `compactvid inference`; use --checkpoint_steps.")
-    dbof_hidden_size: int = _flag(1024, "ignored", "Defined but never used by the original; use --fc_hidden_size.")
-    dbof_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network; "
-                                      "use --embedding_add_batch_norm.")
-    dbof_gating: bool = _flag(True, "ignored", "Never used by the original network.")
-    netvlad_hidden_size: int = _flag(1024, "ignored", "Never used by the original network; use --fc_hidden_size.")
-    netvlad_gating: bool = _flag(True, "ignored", "Never used by the original network.")
-    netvlad_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network; "
-                                         "use --embedding_add_batch_norm.")
-    fv_hidden_size: int = _flag(1024, "ignored", "Never used by the original network; use --fc_hidden_size.")
-    fv_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network; "
-                                    "use --embedding_add_batch_norm.")
-    fv_gating: bool = _flag(True, "ignored", "Never used by the original network.")
-    full_hidden_size: int = _flag(1024, "ignored", "Never used by the original network.")
-    full_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network.")
-    full_gating: bool = _flag(True, "ignored", "Never used by the original network.")
-    video_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network.")
-    audio_add_batch_norm: bool = _flag(True, "ignored", "Never used by the original network.")
-    video_hidden_size: int = _flag(1024, "ignored", "Never used by the original network.")
-    audio_hidden_size: int = _flag(1024, "ignored", "Never used by the original network.")
-    fc_circulant: bool = _flag(True, "ignored", "Never used by the original network; use "
-                               "--fc_{dbof,netvlad,fisher,moment}_circulant.")
-    fc_gating: bool = _flag(False, "ignored", "Never used by the original network.")
-
     # --- derived values -----------------------------------------------------------------------------
     @property
     def feature_name_list(self) -> list[str]:
@@ -180,6 +166,12 @@ class Config:
         except ValueError:
             raise ConfigError(f"--feature_sizes={sizes!r}: expected comma-separated integers, e.g. 1024,128")
 
+    def model_args(self) -> ModelArgs:
+        """The arguments of this run's model: the model flags, with the feature sizes resolved."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelArgs)
+                  if f.name != "feature_sizes"}
+        return ModelArgs(feature_sizes=tuple(self.feature_size_list), **values)
+
     def validate(self) -> None:
         """Raise ConfigError for values no run can use, naming the flag and a valid value."""
         names, sizes = self.feature_name_list, self.feature_size_list
@@ -187,19 +179,12 @@ class Config:
             raise ConfigError(
                 f"--feature_names has {len(names)} entries ({','.join(names)}) but --feature_sizes has "
                 f"{len(sizes)} ({','.join(map(str, sizes))}): give one size per feature")
-        if any(s <= 0 for s in sizes):
-            raise ConfigError(f"--feature_sizes={self.feature_sizes}: sizes must be positive")
-        positive = ["num_classes", "max_frames", "iterations", "n_bagging", "batch_size", "dbof_cluster_size",
-                    "netvlad_cluster_size", "fv_cluster_size", "fc_hidden_size", "moe_num_mixtures", "k_factor"]
-        for name in positive:
+        self.model_args().validate()
+        for name in ("max_frames", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be a positive integer")
-        if self.dbof_pooling_method not in ("max", "average"):
-            raise ConfigError(f"--dbof_pooling_method={self.dbof_pooling_method!r}: use max or average")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device={self.device!r}: use auto, cpu or cuda")
-        if not 0.0 <= self.batch_norm_decay < 1.0:
-            raise ConfigError(f"--batch_norm_decay={self.batch_norm_decay}: must be in [0, 1), e.g. 0.999")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"--max_steps={self.max_steps}: must be a positive integer")
 
@@ -212,7 +197,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "Config":
-        """Build a Config from a dict (e.g. config.json), refusing unknown keys."""
+        """Build a Config from a dict (e.g. config.json), refusing unknown keys.
+
+        The seed's flags with no effect (`IGNORED_FLAGS`), which config.json held before they left the
+        Config, are dropped."""
+        values = {k: v for k, v in values.items() if k not in IGNORED_FLAGS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -236,9 +225,3 @@ def fields_in_group(*groups: str) -> list[dataclasses.Field]:
     """The Config fields whose metadata group is one of `groups`, in declaration order."""
     return [f for f in dataclasses.fields(Config) if f.metadata["group"] in groups]
 
-
-def model_differences(saved: Config, current: Config) -> list[tuple[str, Any, Any]]:
-    """(flag, saved value, current value) for every data/model flag that differs between two configs."""
-    return [(f.name, getattr(saved, f.name), getattr(current, f.name))
-            for f in fields_in_group("data", "model")
-            if getattr(saved, f.name) != getattr(current, f.name)]

@@ -21,7 +21,7 @@ from compactvid.data.loader import make_loader, prepare_frames
 from compactvid.errors import CheckpointError
 from compactvid.losses import create_loss
 from compactvid.metrics import EvaluationMetrics
-from compactvid.models import create_model
+from compactvid.models.registry import create_model
 
 
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module, device: torch.device,
@@ -62,7 +62,7 @@ def load_trained_model(train_dir: str, checkpoint_path: Optional[str] = None,
         checkpoint_path, state = found
     else:
         state = ckpt.load_checkpoint(checkpoint_path)
-    model = create_model(config)
+    model = create_model(config.model_args())
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as error:

@@ -1,4 +1,4 @@
-"""Command-line flags in the original's syntax, built from `Config`.
+"""Command-line flags in the original's syntax, built from `Config` (and the seed's flags with no effect).
 
 Accepted forms, as TensorFlow's (absl) flags accepted them: ``--flag=value``, ``--flag value``, for
 booleans also ``--flag`` (true), ``--noflag`` (false) and the values True/False/true/false/1/0.
@@ -14,6 +14,7 @@ from typing import Sequence
 
 from compactvid.config import Config, fields_in_group
 from compactvid.errors import ConfigError
+from compactvid.ignored_flags import IGNORED_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +39,42 @@ def _value_type(f: dataclasses.Field) -> type:
     return args[0] if args else hint
 
 
+def _add_flag(group: argparse._ArgumentGroup, name: str, kind: type, help_text: str) -> None:
+    """One flag; unset, it stays absent from the namespace."""
+    if kind is bool:
+        group.add_argument(f"--{name}", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
+                           metavar="BOOL", help=help_text)
+        group.add_argument(f"--no{name}", dest=name, action="store_false", default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS)
+    else:
+        group.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
+                           help=help_text)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:
-    """Add one flag per Config field of the given groups; unset flags stay absent from the namespace."""
+    """Add one flag per Config field of the given groups (``ignored``: the seed's flags with no effect)."""
     titles = {"data": "data", "model": "model (a resumed run must keep these)", "train": "training",
               "ignored": "flags of the original with no effect here (accepted, with a note)"}
     for group in groups:
         arg_group = parser.add_argument_group(titles[group])
+        if group == "ignored":
+            for name, flag in IGNORED_FLAGS.items():
+                _add_flag(arg_group, name, type(flag.default), f"{flag.note} (default: {flag.default})")
+            continue
         for f in fields_in_group(group):
-            kind = _value_type(f)
-            default = f.default
-            help_text = f"{f.metadata['help']} (default: {default})"
-            if kind is bool:
-                arg_group.add_argument(f"--{f.name}", nargs="?", const=True, type=parse_bool,
-                                       default=argparse.SUPPRESS, metavar="BOOL", help=help_text)
-                arg_group.add_argument(f"--no{f.name}", dest=f.name, action="store_false",
-                                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-            else:
-                arg_group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS,
-                                       metavar=kind.__name__.upper(), help=help_text)
+            _add_flag(arg_group, f.name, _value_type(f), f"{f.metadata['help']} (default: {f.default})")
 
 
 def config_from_namespace(namespace: argparse.Namespace) -> tuple[Config, set[str]]:
     """Build a Config from parsed flags. Returns it and the names of the flags given explicitly.
 
-    Flags of the ``ignored`` group that were given are reported once each in the log.
+    The seed's flags with no effect that were given are reported once each in the log, then dropped.
     """
+    for name, flag in IGNORED_FLAGS.items():
+        if name in vars(namespace):
+            log.warning("--%s has no effect in compactvid: %s", name, flag.note)
     names = {f.name for f in dataclasses.fields(Config)}
     given = {k: v for k, v in vars(namespace).items() if k in names}
-    for f in fields_in_group("ignored"):
-        if f.name in given:
-            log.warning("--%s has no effect in compactvid: %s", f.name, f.metadata["help"])
     config = Config(**given)
     config.validate()
     return config, set(given)

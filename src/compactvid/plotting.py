@@ -9,6 +9,7 @@ from typing import Sequence
 
 from compactvid.config import Config
 from compactvid.errors import DataError
+from compactvid.models.args import EMBEDDINGS
 
 
 def read_metrics(train_dir: str) -> list[dict]:
@@ -36,12 +37,9 @@ def validation_curve(records: Sequence[dict]) -> list[tuple[float, float]]:
 
 def describe(config: Config) -> str:
     """A legend for a run, from its config: embeddings, what is compact, the classifier."""
-    embeddings = [name for flag, name in (("add_dbof", "DBoF"), ("add_netvlad", "NetVLAD"),
-                                          ("add_fisher_vector", "NetFV"), ("add_moments", "moments"))
-                  if getattr(config, flag)]
-    compact = [name for flag, name in (("dbof_circulant", "DBoF"), ("fc_dbof_circulant", "FC"),
-                                       ("fc_netvlad_circulant", "FC"), ("fc_fisher_circulant", "FC"),
-                                       ("fc_moment_circulant", "FC")) if getattr(config, flag)]
+    embeddings = [e.label for e in EMBEDDINGS.values() if getattr(config, e.add_flag)]
+    compact = ["DBoF"] if config.dbof_circulant else []
+    compact += ["FC" for e in EMBEDDINGS.values() if getattr(config, e.fc_circulant_flag)]
     if config.video_level_classifier_model != "MoeModel":
         compact += ["MoE"] if "Circulant" in config.video_level_classifier_model else []
     parts = ["+".join(embeddings) or config.model]

@@ -64,7 +64,9 @@ from compactvid.data.loader import make_loader, prepare_frames
 from compactvid.errors import CompactVidError, ConfigError
 from compactvid.evaluate import evaluate
 from compactvid.losses import create_loss
-from compactvid.models import FRAME_LEVEL_MODELS, create_model, parameter_report
+from compactvid.models.flag_effects import ineffective_flags
+from compactvid.models.registry import canonical_name, create_model
+from compactvid.models.report import parameter_report
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,7 @@ def _comparable(config: Config) -> dict[str, Any]:
     values = {f.name: getattr(config, f.name) for f in fields_in_group("data", "model")}
     values["feature_names"] = ",".join(config.feature_name_list)
     values["feature_sizes"] = ",".join(map(str, config.feature_size_list))
-    if config.model in FRAME_LEVEL_MODELS:
-        values["model"] = FRAME_LEVEL_MODELS[0]
+    values["model"] = canonical_name(config.model)
     return values
 
 
@@ -420,7 +421,11 @@ class Trainer:
         self.process = process
         self.device = process.device
         torch.manual_seed(config.seed)
-        self.model = create_model(config).to(self.device)
+        model_args = config.model_args()
+        self.model = create_model(model_args).to(self.device)
+        if process.is_main:
+            for message in ineffective_flags(model_args):
+                log.warning(message)
         self.optimizer = create_optimizer(config, self.model.parameters())
         self.loss_fn = create_loss(config.label_loss)
         self.position = Position()
@@ -441,7 +446,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: only where used
 
             ckpt.write_text_atomically(os.path.join(config.train_dir, PARAMS_FILE),
-                                       json.dumps(parameter_report(self.model, config), indent=2) + "\n")
+                                       json.dumps(parameter_report(self.model, model_args), indent=2) + "\n")
             truncate_metrics(self._metrics_path, self.position.step)
             self.writer = SummaryWriter(config.train_dir, purge_step=self.position.step + 1 if resume else None)
 

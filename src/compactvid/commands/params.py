@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 import torch
 
 from compactvid.flags import add_config_flags, config_from_namespace
-from compactvid.models import create_model, parameter_report
+from compactvid.models.flag_effects import ineffective_flags
+from compactvid.models.registry import create_model
+from compactvid.models.report import parameter_report
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +56,11 @@ def format_report(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config, _ = config_from_namespace(args)
+    model_args = config.model_args()
     with torch.device("meta"):
-        model = create_model(config)
-    report = parameter_report(model, config)
+        model = create_model(model_args)
+    for message in ineffective_flags(model_args):
+        log.warning(message)
+    report = parameter_report(model, model_args)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

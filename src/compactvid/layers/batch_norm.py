@@ -16,6 +16,7 @@ SLIM_DECAY = 0.999
 SLIM_EPSILON = 1e-3
 
 
-def batch_norm(num_features: int) -> nn.BatchNorm1d:
-    """A ``BatchNorm1d`` over ``[rows, num_features]`` with the original's decay and epsilon."""
-    return nn.BatchNorm1d(num_features, eps=SLIM_EPSILON, momentum=1.0 - SLIM_DECAY)
+def batch_norm(num_features: int, decay: float = SLIM_DECAY) -> nn.BatchNorm1d:
+    """A ``BatchNorm1d`` over ``[rows, num_features]`` with the original's epsilon and moving averages of
+    ``decay`` (``--batch_norm_decay``)."""
+    return nn.BatchNorm1d(num_features, eps=SLIM_EPSILON, momentum=1.0 - decay)

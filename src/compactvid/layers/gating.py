@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from compactvid.layers.batch_norm import batch_norm
+from compactvid.layers.batch_norm import SLIM_DECAY, batch_norm
 from compactvid.layers.initializers import LinearFactory, slim_linear
 
 __all__ = ["ContextGating", "SEGating"]
@@ -33,16 +33,18 @@ class ContextGating(nn.Module):
         dim: number of units.
         add_batch_norm: batch norm on the gate pre-activations (then the projection has no bias).
         compact: ``None`` (dense projection, N(0, 1/sqrt(dim))) or the factory of a structured one.
+        batch_norm_decay: decay of that batch norm's moving averages.
 
     Trainable parameters: ``dim**2 + 2 * dim`` with batch norm, ``dim**2 + dim`` without (dense).
     """
 
-    def __init__(self, dim: int, add_batch_norm: bool = True, compact: Optional[LinearFactory] = None) -> None:
+    def __init__(self, dim: int, add_batch_norm: bool = True, compact: Optional[LinearFactory] = None,
+                 batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         self.dim = dim
         self.compact = compact is not None
         self.projection = slim_linear(dim, dim, not add_batch_norm, compact)
-        self.norm = batch_norm(dim) if add_batch_norm else nn.Identity()
+        self.norm = batch_norm(dim, batch_norm_decay) if add_batch_norm else nn.Identity()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -66,17 +68,19 @@ class SEGating(nn.Module):
         dim: number of units.
         reduction: bottleneck ratio r (``--gating_reduction``); the bottleneck has ``dim // r`` units.
         compact: ``None`` (dense W1 and W2, variance-scaled) or the factory of structured ones.
+        batch_norm_decay: decay of the bottleneck batch norm's moving averages.
 
     Trainable parameters (dense): ``2 * dim * (dim // r) + 2 * (dim // r)``.
     """
 
-    def __init__(self, dim: int, reduction: int = 8, compact: Optional[LinearFactory] = None) -> None:
+    def __init__(self, dim: int, reduction: int = 8, compact: Optional[LinearFactory] = None,
+                 batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         if not 1 <= reduction <= dim:
             raise ValueError(f"SEGating: reduction must be in [1, dim={dim}], got {reduction}")
         bottleneck = dim // reduction
         self.squeeze = slim_linear(dim, bottleneck, False, compact)
-        self.norm = batch_norm(bottleneck)
+        self.norm = batch_norm(bottleneck, batch_norm_decay)
         self.excite = slim_linear(bottleneck, dim, False, compact)
 
     def forward(self, x: Tensor) -> Tensor:

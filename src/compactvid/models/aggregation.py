@@ -24,12 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compactvid.layers.batch_norm import batch_norm
+from compactvid.layers.batch_norm import SLIM_DECAY, batch_norm
 from compactvid.layers.circulant import CirculantLinear
+from compactvid.models.args import POOLING_METHODS
 
-__all__ = ["DBoF", "SoftAssignment", "NetVLAD", "NetFV", "Moments", "POOLING_METHODS", "l2_normalize"]
-
-POOLING_METHODS = ("max", "average")
+__all__ = ["DBoF", "SoftAssignment", "NetVLAD", "NetFV", "Moments", "l2_normalize"]
 
 
 def l2_normalize(x: Tensor, dim: int) -> Tensor:
@@ -55,10 +54,11 @@ class DBoF(nn.Module):
             ``k_factor`` factors per block, initialized as the layer's default (N(0, 1/sqrt(cluster_size))).
             The dense projection is N(0, 1/sqrt(feature_size)), as the original.
         k_factor: factors per diagonal-circulant block.
+        batch_norm_decay: decay of the batch norm's moving averages.
     """
 
     def __init__(self, feature_size: int, cluster_size: int, pooling: str = "max", add_batch_norm: bool = True,
-                 circulant: bool = False, k_factor: int = 1) -> None:
+                 circulant: bool = False, k_factor: int = 1, batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         if pooling not in POOLING_METHODS:
             raise ValueError(f"DBoF pooling must be one of {POOLING_METHODS}, got {pooling!r}")
@@ -74,7 +74,7 @@ class DBoF(nn.Module):
             nn.init.normal_(self.projection.weight, 0.0, 1.0 / math.sqrt(feature_size))
         if has_bias:
             nn.init.normal_(self.projection.bias, 0.0, 1.0 / math.sqrt(feature_size))
-        self.norm = batch_norm(cluster_size) if add_batch_norm else nn.Identity()
+        self.norm = batch_norm(cluster_size, batch_norm_decay) if add_batch_norm else nn.Identity()
 
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, frames, feature_size] -> [batch, cluster_size]``."""
@@ -99,14 +99,14 @@ class SoftAssignment(nn.Module):
     """
 
     def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool = True,
-                 coupling_factor: Optional[float] = None) -> None:
+                 coupling_factor: Optional[float] = None, batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         std = 1.0 / math.sqrt(feature_size)
         self.projection = nn.Linear(feature_size, cluster_size, bias=not add_batch_norm)
         nn.init.normal_(self.projection.weight, 0.0, std)
         if self.projection.bias is not None:
             nn.init.normal_(self.projection.bias, 0.0, std)
-        self.norm = batch_norm(cluster_size) if add_batch_norm else nn.Identity()
+        self.norm = batch_norm(cluster_size, batch_norm_decay) if add_batch_norm else nn.Identity()
         self.coupling_factor = coupling_factor
         if coupling_factor is None:
             self.learned_centers = nn.Parameter(torch.empty(feature_size, cluster_size).normal_(0.0, std))
@@ -134,10 +134,12 @@ class NetVLAD(nn.Module):
     Trainable parameters: ``2 * feature_size * cluster_size`` + batch norm ``2 * cluster_size``.
     """
 
-    def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool = True) -> None:
+    def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool = True,
+                 batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         self.output_size = feature_size * cluster_size
-        self.assignment = SoftAssignment(feature_size, cluster_size, add_batch_norm)
+        self.assignment = SoftAssignment(feature_size, cluster_size, add_batch_norm,
+                                         batch_norm_decay=batch_norm_decay)
 
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, frames, feature_size] -> [batch, feature_size * cluster_size]``."""
@@ -158,14 +160,16 @@ class NetFV(nn.Module):
     Args:
         couple_weights: tie the centers to the assignment weights (``--fv_couple_weights``).
         coupling_factor: the tying factor (``--fv_coupling_factor``).
+        batch_norm_decay: decay of the assignment's batch-norm moving averages.
     """
 
     def __init__(self, feature_size: int, cluster_size: int, add_batch_norm: bool = True,
-                 couple_weights: bool = False, coupling_factor: float = 0.01) -> None:
+                 couple_weights: bool = False, coupling_factor: float = 0.01,
+                 batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         self.output_size = 2 * feature_size * cluster_size
         self.assignment = SoftAssignment(feature_size, cluster_size, add_batch_norm,
-                                         coupling_factor if couple_weights else None)
+                                         coupling_factor if couple_weights else None, batch_norm_decay)
         self.covariance = nn.Parameter(
             torch.empty(feature_size, cluster_size).normal_(1.0, 1.0 / math.sqrt(feature_size)))
 

@@ -22,12 +22,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from compactvid.config import Config
+from compactvid.layers.batch_norm import SLIM_DECAY
 from compactvid.layers.circulant import CirculantLinear
 from compactvid.layers.gating import ContextGating
+from compactvid.models.args import ModelArgs
 from compactvid.models.report import Component
 
-__all__ = ["LogisticModel", "MoeModel", "CLASSIFIERS", "MOE_PROJECTIONS", "create_classifier", "l2_loss"]
+__all__ = ["LogisticModel", "MoeModel", "CLASSIFIERS", "MIXTURES", "MOE_PROJECTIONS", "create_classifier", "l2_loss"]
 
 MOE_PROJECTIONS = ("dense", "circulant", "diagonal_circulant")
 
@@ -79,13 +80,14 @@ class MoeModel(nn.Module):
         output_gating: context gating on the class probabilities.
         gating_batch_norm: batch norm inside that gating.
         l2_penalty: L2 penalty on the gate and expert weights.
+        batch_norm_decay: decay of the gating's batch-norm moving averages.
 
     Gate and expert logits are laid out class-major (``[class, mixture]``), as the original reshapes them.
     """
 
     def __init__(self, input_size: int, num_classes: int, num_mixtures: int = 2, *, projection: str = "dense",
                  k_factor: int = 1, output_gating: bool = True, gating_batch_norm: bool = True,
-                 l2_penalty: float = 1e-8) -> None:
+                 l2_penalty: float = 1e-8, batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         if projection not in MOE_PROJECTIONS:
             raise ValueError(f"MoeModel projection must be one of {MOE_PROJECTIONS}, got {projection!r}")
@@ -100,7 +102,8 @@ class MoeModel(nn.Module):
             diag = "none" if projection == "circulant" else "learned"
             self.gates = CirculantLinear(input_size, gate_size, bias=False, diag=diag, k_factor=k_factor)
             self.experts = CirculantLinear(input_size, expert_size, bias=True, diag=diag, k_factor=k_factor)
-        self.gating = ContextGating(num_classes, gating_batch_norm) if output_gating else None
+        self.gating = (ContextGating(num_classes, gating_batch_norm, batch_norm_decay=batch_norm_decay)
+                       if output_gating else None)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [batch, input_size] -> probabilities [batch, num_classes]``."""
@@ -124,25 +127,31 @@ class MoeModel(nn.Module):
         return parts
 
 
-def _moe(projection: str) -> Callable[[Config, int], nn.Module]:
-    def build(config: Config, input_size: int) -> nn.Module:
+def _moe(projection: str) -> Callable[[ModelArgs, int], nn.Module]:
+    def build(args: ModelArgs, input_size: int) -> nn.Module:
         dense = projection == "dense"
         # The original's plain circulant mixture has one factor whatever --k_factor says.
-        k_factor = config.k_factor if projection == "diagonal_circulant" else 1
-        return MoeModel(input_size, config.num_classes, config.moe_num_mixtures, projection=projection,
-                        k_factor=k_factor, output_gating=dense and config.MoE_gating,
-                        gating_batch_norm=config.moe_add_batch_norm, l2_penalty=config.moe_l2 if dense else 0.0)
+        k_factor = args.k_factor if projection == "diagonal_circulant" else 1
+        return MoeModel(input_size, args.num_classes, args.moe_num_mixtures, projection=projection,
+                        k_factor=k_factor, output_gating=dense and args.MoE_gating,
+                        gating_batch_norm=args.moe_add_batch_norm, l2_penalty=args.moe_l2 if dense else 0.0,
+                        batch_norm_decay=args.batch_norm_decay)
     return build
 
 
-CLASSIFIERS: dict[str, Callable[[Config, int], nn.Module]] = {
-    "LogisticModel": lambda config, input_size: LogisticModel(input_size, config.num_classes),
-    "MoeModel": _moe("dense"),
-    "Circulant_MoeModel": _moe("circulant"),
-    "CirculantWithFactor_MoeModel": _moe("diagonal_circulant"),
+# The mixtures of experts by name (``--video_level_classifier_model``) -> their projection.
+MIXTURES: dict[str, str] = {
+    "MoeModel": "dense",
+    "Circulant_MoeModel": "circulant",
+    "CirculantWithFactor_MoeModel": "diagonal_circulant",
+}
+
+CLASSIFIERS: dict[str, Callable[[ModelArgs, int], nn.Module]] = {
+    "LogisticModel": lambda args, input_size: LogisticModel(input_size, args.num_classes),
+    **{name: _moe(projection) for name, projection in MIXTURES.items()},
 }
 
 
-def create_classifier(name: str, config: Config, input_size: int) -> nn.Module:
-    """Build the classifier registered as ``name`` on inputs ``[batch, input_size]``."""
-    return CLASSIFIERS[name](config, input_size)
+def create_classifier(name: str, args: ModelArgs, input_size: int) -> nn.Module:
+    """Build the classifier registered as ``name`` from ``args`` on inputs ``[batch, input_size]``."""
+    return CLASSIFIERS[name](args, input_size)

@@ -24,37 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compactvid.config import Config
 from compactvid.errors import ConfigError
-from compactvid.layers.batch_norm import batch_norm
+from compactvid.layers.batch_norm import SLIM_DECAY, batch_norm
 from compactvid.layers.circulant import CirculantLinear
 from compactvid.models.aggregation import DBoF, Moments, NetFV, NetVLAD
+from compactvid.models.args import EMBEDDINGS, ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, create_classifier
 from compactvid.models.report import Component
 
-__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding", "EMBEDDINGS", "enabled_embeddings", "modality_sizes"]
-
-# Embedding name -> (flag enabling it, flag making its FC circulant), in concatenation order.
-EMBEDDINGS: dict[str, tuple[str, str]] = {
-    "dbof": ("add_dbof", "fc_dbof_circulant"),
-    "netvlad": ("add_netvlad", "fc_netvlad_circulant"),
-    "fisher_vector": ("add_fisher_vector", "fc_fisher_circulant"),
-    "moments": ("add_moments", "fc_moment_circulant"),
-}
-
-
-def enabled_embeddings(config: Config) -> list[str]:
-    """Names of the embeddings the flags enable, in concatenation order."""
-    return [name for name, (flag, _) in EMBEDDINGS.items() if getattr(config, flag)]
-
-
-def modality_sizes(config: Config) -> dict[str, int]:
-    """``{"video": size[, "audio": size]}``: the first feature is video, the others together audio."""
-    sizes = config.feature_size_list
-    modalities = {"video": sizes[0]}
-    if len(sizes) > 1 and not config.no_audio:
-        modalities["audio"] = sum(sizes[1:])
-    return modalities
+__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding"]
 
 
 class BaggedEmbedding(nn.Module):
@@ -67,10 +45,11 @@ class BaggedEmbedding(nn.Module):
             variant (``"learned"`` or ``"sign"``).
         k_factor: factors per diagonal-circulant block.
         add_batch_norm: batch norm after the FC (else a bias, N(0, 0.01)).
+        batch_norm_decay: decay of that batch norm's moving averages.
     """
 
     def __init__(self, aggregation: nn.Module, hidden_size: int, fc_diag: str | None = None, k_factor: int = 1,
-                 add_batch_norm: bool = True) -> None:
+                 add_batch_norm: bool = True, batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         self.aggregation = aggregation
         in_size = aggregation.output_size
@@ -81,7 +60,7 @@ class BaggedEmbedding(nn.Module):
             self.fc = CirculantLinear(in_size, hidden_size, bias=not add_batch_norm, diag=fc_diag, k_factor=k_factor)
         if self.fc.bias is not None:
             nn.init.normal_(self.fc.bias, 0.0, 0.01)
-        self.norm = batch_norm(hidden_size) if add_batch_norm else nn.Identity()
+        self.norm = batch_norm(hidden_size, batch_norm_decay) if add_batch_norm else nn.Identity()
 
     def forward(self, bags: list[Tensor]) -> Tensor:
         """``bags``: one ``[batch, frames, dim]`` tensor per bag -> ``[batch, hidden_size]``."""
@@ -90,40 +69,42 @@ class BaggedEmbedding(nn.Module):
 
 
 class CirculantDiagonalNetwork(nn.Module):
-    """``frames [batch, n_bagging, iterations, dim] -> probabilities [batch, num_classes]``, built from a Config."""
+    """``frames [batch, n_bagging, iterations, dim] -> probabilities [batch, num_classes]``, built from
+    its `ModelArgs` (the embeddings they enable, compact switches, classifier)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, args: ModelArgs) -> None:
         super().__init__()
-        embeddings = enabled_embeddings(config)
+        embeddings = args.embeddings()
         if not embeddings:
-            raise ConfigError(f"--model={config.model} needs at least one embedding: add --add_dbof, "
-                              f"--add_netvlad, --add_fisher_vector or --add_moments")
-        if config.video_level_classifier_model not in CLASSIFIERS:
-            raise ConfigError(f"--video_level_classifier_model={config.video_level_classifier_model}: unknown; "
+            raise ConfigError(f"--model={args.model} needs at least one embedding: add "
+                              f"{', '.join('--' + e.add_flag for e in EMBEDDINGS.values())}")
+        if args.video_level_classifier_model not in CLASSIFIERS:
+            raise ConfigError(f"--video_level_classifier_model={args.video_level_classifier_model}: unknown; "
                               f"use one of {', '.join(CLASSIFIERS)}")
-        self.input_size = sum(config.feature_size_list)
-        self.modality_sizes = modality_sizes(config)
-        self.input_norm = batch_norm(self.input_size) if config.input_add_batch_norm else nn.Identity()
-        fc_diag = "sign" if config.use_d_matrix else "learned"
+        decay = args.batch_norm_decay
+        self.input_size = sum(args.feature_sizes)
+        self.modality_sizes = args.modality_sizes()
+        self.input_norm = batch_norm(self.input_size, decay) if args.input_add_batch_norm else nn.Identity()
+        fc_diag = "sign" if args.use_d_matrix else "learned"
         self.branches = nn.ModuleDict()
         for modality, size in self.modality_sizes.items():
             divisor = 1 if modality == "video" else 2
             aggregations = {
-                "dbof": lambda: DBoF(size, config.dbof_cluster_size // divisor, config.dbof_pooling_method,
-                                     config.embedding_add_batch_norm, config.dbof_circulant, config.k_factor),
-                "netvlad": lambda: NetVLAD(size, config.netvlad_cluster_size // divisor,
-                                           config.embedding_add_batch_norm),
-                "fisher_vector": lambda: NetFV(size, config.fv_cluster_size // divisor, config.embedding_add_batch_norm,
-                                               config.fv_couple_weights, config.fv_coupling_factor),
+                "dbof": lambda: DBoF(size, args.dbof_cluster_size // divisor, args.dbof_pooling_method,
+                                     args.embedding_add_batch_norm, args.dbof_circulant, args.k_factor, decay),
+                "netvlad": lambda: NetVLAD(size, args.netvlad_cluster_size // divisor,
+                                           args.embedding_add_batch_norm, decay),
+                "fisher_vector": lambda: NetFV(size, args.fv_cluster_size // divisor, args.embedding_add_batch_norm,
+                                               args.fv_couple_weights, args.fv_coupling_factor, decay),
                 "moments": lambda: Moments(size),
             }
             self.branches[modality] = nn.ModuleDict({
-                name: BaggedEmbedding(aggregations[name](), config.fc_hidden_size,
-                                      fc_diag if getattr(config, EMBEDDINGS[name][1]) else None,
-                                      config.k_factor, config.fc_add_batch_norm)
+                name: BaggedEmbedding(aggregations[name](), args.fc_hidden_size,
+                                      fc_diag if getattr(args, EMBEDDINGS[name].fc_circulant_flag) else None,
+                                      args.k_factor, args.fc_add_batch_norm, decay)
                 for name in embeddings})
-        width = config.fc_hidden_size * len(embeddings) * len(self.modality_sizes)
-        self.classifier = create_classifier(config.video_level_classifier_model, config, width)
+        width = args.fc_hidden_size * len(embeddings) * len(self.modality_sizes)
+        self.classifier = create_classifier(args.video_level_classifier_model, args, width)
 
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, n_bagging, iterations, dim]`` (or ``[batch, iterations, dim]``: one bag)

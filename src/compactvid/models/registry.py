@@ -1,73 +1,73 @@
-"""The model registry: ``--model`` name -> builder taking the run's Config.
+"""The model registry: a model name -> builder taking the model's arguments (`ModelArgs`).
 
 - ``CirculantDiagonalNetwork`` (also the seed's spelling ``CirulantDiagonalNetwork``): the paper's
-  frame-level network, on frames ``[batch, n_bagging, iterations, dim]`` (``--frame_features=True``).
+  frame-level network, on frames ``[batch, n_bagging, iterations, dim]`` (``frame_features=True``).
 - ``LogisticModel``, ``MoeModel``, ``Circulant_MoeModel``, ``CirculantWithFactor_MoeModel``: the
-  video-level classifiers alone, on video-level features ``[batch, dim]`` (``--frame_features=False``,
+  video-level classifiers alone, on video-level features ``[batch, dim]`` (``frame_features=False``,
   e.g. ``mean_rgb,mean_audio``).
 
 Every model returns class probabilities ``[batch, num_classes]`` and has ``regularization_loss()`` and
-``components()`` (see `compactvid.models.report`).
+``components()`` (see `compactvid.models.report`). Example, without the command line::
+
+    model = create_model(ModelArgs(add_dbof=True, dbof_cluster_size=256, num_classes=20))
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 from torch import nn
 
-from compactvid.config import Config
 from compactvid.errors import ConfigError
+from compactvid.models.args import ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, create_classifier
-from compactvid.models.flag_effects import ineffective_flags
 from compactvid.models.network import CirculantDiagonalNetwork
 
-__all__ = ["MODELS", "FRAME_LEVEL_MODELS", "create_model", "is_frame_level"]
+__all__ = ["MODELS", "NETWORK", "SEED_NETWORK_SPELLING", "create_model", "is_frame_level", "canonical_name"]
 
-log = logging.getLogger(__name__)
+NETWORK = "CirculantDiagonalNetwork"
+# The seed's README and train.py spell the network this way; its command lines must work verbatim.
+SEED_NETWORK_SPELLING = "CirulantDiagonalNetwork"
 
-FRAME_LEVEL_MODELS = ("CirculantDiagonalNetwork", "CirulantDiagonalNetwork")
 
-
-def _video_level(name: str) -> Callable[[Config], nn.Module]:
-    def build(config: Config) -> nn.Module:
-        return create_classifier(name, config, sum(config.feature_size_list))
+def _video_level(name: str) -> Callable[[ModelArgs], nn.Module]:
+    def build(args: ModelArgs) -> nn.Module:
+        return create_classifier(name, args, sum(args.feature_sizes))
     return build
 
 
-MODELS: dict[str, Callable[[Config], nn.Module]] = {
-    **{name: CirculantDiagonalNetwork for name in FRAME_LEVEL_MODELS},
+MODELS: dict[str, Callable[[ModelArgs], nn.Module]] = {
+    NETWORK: CirculantDiagonalNetwork,
+    SEED_NETWORK_SPELLING: CirculantDiagonalNetwork,
     **{name: _video_level(name) for name in CLASSIFIERS},
 }
 
 
+def canonical_name(name: str) -> str:
+    """The registry's name for model ``name`` (the seed's spelling of the network is an alias)."""
+    return NETWORK if name == SEED_NETWORK_SPELLING else name
+
+
 def is_frame_level(name: str) -> bool:
     """Whether the registered model ``name`` takes frames (else video-level features)."""
-    return name in FRAME_LEVEL_MODELS
+    return canonical_name(name) == NETWORK
 
 
-def create_model(config: Config) -> nn.Module:
-    """Build ``config.model`` from the registry, after warning about flags that would change nothing.
+def create_model(args: ModelArgs) -> nn.Module:
+    """Build model ``args.model`` from ``args``.
 
-    Raises ConfigError for invalid flag values, an unknown model, or a model that does not fit
-    ``--frame_features``.
+    Raises ConfigError for invalid argument values, an unknown model, or a model that does not fit
+    ``args.frame_features``.
     """
-    config.validate()
-    name = config.model
+    args.validate()
+    name = args.model
     if name not in MODELS:
         raise ConfigError(f"--model={name}: unknown model; use one of {', '.join(MODELS)}")
     frame_level = is_frame_level(name)
-    if frame_level and not config.frame_features:
+    if frame_level and not args.frame_features:
         raise ConfigError(f"--model={name} takes frame-level features: use --frame_features=True (or a "
                           f"video-level model: {', '.join(CLASSIFIERS)})")
-    if not frame_level and config.frame_features:
+    if not frame_level and args.frame_features:
         raise ConfigError(f"--model={name} is a video-level model: use --frame_features=False with "
-                          f"video-level data (mean_rgb,mean_audio), or --model=CirculantDiagonalNetwork")
-    for message in ineffective_flags(config, frame_level):
-        log.warning(message)
-    model = MODELS[name](config)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = 1.0 - config.batch_norm_decay
-    return model
+                          f"video-level data (mean_rgb,mean_audio), or --model={NETWORK}")
+    return MODELS[name](args)

@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-from compactvid.config import Config
 from compactvid.layers.circulant import CirculantLinear
+from compactvid.models.args import ModelArgs
 
 __all__ = ["Component", "parameter_report", "count_parameters", "dense_equivalent"]
 
@@ -51,8 +51,8 @@ def _is_circulant(module: nn.Module) -> bool:
     return any(isinstance(sub, CirculantLinear) for sub in module.modules())
 
 
-def parameter_report(model: nn.Module, config: Config) -> dict[str, Any]:
-    """The model's parameters per component and in total, as a JSON-ready dict.
+def parameter_report(model: nn.Module, args: ModelArgs) -> dict[str, Any]:
+    """The parameters of ``model`` (built from ``args``) per component and in total, as a JSON-ready dict.
 
     Keys: ``model``, ``classifier``, ``components`` (list of {name, kind, modality, params,
     dense_params, circulant}), ``by_kind`` and ``by_modality`` ({group: {params, dense_params}}),
@@ -80,10 +80,9 @@ def parameter_report(model: nn.Module, config: Config) -> dict[str, Any]:
         return groups
 
     dense_total = sum(row["dense_params"] for row in rows)
-    frame_level = config.frame_features
     return {
-        "model": config.model,
-        "classifier": config.video_level_classifier_model if frame_level else config.model,
+        "model": args.model,
+        "classifier": args.video_level_classifier_model if args.frame_features else args.model,
         "components": rows,
         "by_kind": group_by("kind"),
         "by_modality": group_by("modality"),
