@@ -39,19 +39,19 @@ SWITCHES = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def small_config(**args) -> ModelArgs:
+def small_args(**overrides) -> ModelArgs:
     """A small network's arguments: models are built without the command line's Config."""
     values = dict(model="CirulantDiagonalNetwork", feature_sizes=(VIDEO, AUDIO), num_classes=CLASSES,
                   iterations=FRAMES, n_bagging=BAGS, dbof_cluster_size=8, netvlad_cluster_size=4,
                   fv_cluster_size=4, fc_hidden_size=8, moe_num_mixtures=2)
-    values.update(args)
+    values.update(overrides)
     return ModelArgs(**values)
 
 
-def frames_for(config: ModelArgs, batch: int = 3, seed: int = 0) -> torch.Tensor:
+def frames_for(args: ModelArgs, batch: int = 3, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    dim = sum(config.feature_sizes)
-    frames = torch.randn(batch, config.n_bagging, config.iterations, dim, generator=generator)
+    dim = sum(args.feature_sizes)
+    frames = torch.randn(batch, args.n_bagging, args.iterations, dim, generator=generator)
     return torch.nn.functional.normalize(frames, dim=-1)
 
 
@@ -63,34 +63,34 @@ def n_params(module):
     [*EMBEDDING_FLAGS, "all"], CLASSIFIER_NAMES, SWITCHES)))
 def test_output_shapes(embedding, classifier, switch):
     flags = ALL_EMBEDDINGS if embedding == "all" else {EMBEDDING_FLAGS[embedding]: True}
-    config = small_config(**flags, **SWITCHES[switch], video_level_classifier_model=classifier)
+    args = small_args(**flags, **SWITCHES[switch], video_level_classifier_model=classifier)
     torch.manual_seed(0)
-    model = create_model(config)
-    probabilities = model(frames_for(config))
+    model = create_model(args)
+    probabilities = model(frames_for(args))
     assert probabilities.shape == (3, CLASSES)
     assert torch.isfinite(probabilities).all()
     assert (probabilities >= 0).all() and (probabilities <= 1).all()
     assert model.regularization_loss().shape == ()
-    report = parameter_report(model, config)  # its components cover every parameter
+    report = parameter_report(model, args)  # its components cover every parameter
     assert report["total"] == n_params(model) and report["dense_total"] >= report["total"]
 
 
 @pytest.mark.parametrize("classifier", CLASSIFIER_NAMES)
 @pytest.mark.parametrize("switch", ["dense", "fc_circulant", "k_factor_2"])
 def test_gradients_reach_every_trainable_parameter(classifier, switch):
-    config = small_config(**ALL_EMBEDDINGS, **SWITCHES[switch], video_level_classifier_model=classifier,
+    args = small_args(**ALL_EMBEDDINGS, **SWITCHES[switch], video_level_classifier_model=classifier,
                           input_add_batch_norm=True, moe_l2=1e-3)
     torch.manual_seed(0)
-    model = create_model(config)
+    model = create_model(args)
     loss = torch.nn.functional.binary_cross_entropy(
-        model(frames_for(config)), torch.randint(0, 2, (3, CLASSES)).float()) + model.regularization_loss()
+        model(frames_for(args)), torch.randint(0, 2, (3, CLASSES)).float()) + model.regularization_loss()
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
 def test_compact_switches_pick_the_original_layers():
-    model = create_model(small_config(**ALL_EMBEDDINGS, fc_dbof_circulant=True, fc_fisher_circulant=True,
+    model = create_model(small_args(**ALL_EMBEDDINGS, fc_dbof_circulant=True, fc_fisher_circulant=True,
                                       use_d_matrix=True, dbof_circulant=True, k_factor=3))
     video = model.branches["video"]
     # --use_d_matrix switches the FC layers to the fixed +-1 diagonal; the DBoF projection keeps a learned one.
@@ -104,7 +104,7 @@ def test_compact_switches_pick_the_original_layers():
 
 
 def test_audio_uses_half_of_every_cluster_size():
-    model = create_model(small_config(**ALL_EMBEDDINGS))
+    model = create_model(small_args(**ALL_EMBEDDINGS))
     for modality, size, divisor in (("video", VIDEO, 1), ("audio", AUDIO, 2)):
         branch = model.branches[modality]
         assert isinstance(branch["dbof"].aggregation, DBoF)
@@ -117,59 +117,59 @@ def test_audio_uses_half_of_every_cluster_size():
 
 
 def test_classifier_sees_video_then_audio_fc_outputs():
-    model = create_model(small_config(add_dbof=True, add_netvlad=True))
+    model = create_model(small_args(add_dbof=True, add_netvlad=True))
     assert list(model.branches) == ["video", "audio"]
     assert list(model.branches["video"]) == ["dbof", "netvlad"]
     assert model.classifier.gates.in_features == 4 * 8
 
 
 def test_no_audio_ignores_the_audio_dimensions():
-    config = small_config(**ALL_EMBEDDINGS, no_audio=True)
+    args = small_args(**ALL_EMBEDDINGS, no_audio=True)
     torch.manual_seed(0)
-    model = create_model(config).eval()
+    model = create_model(args).eval()
     assert list(model.branches) == ["video"]
-    frames = frames_for(config)
+    frames = frames_for(args)
     changed = frames.clone()
     changed[..., VIDEO:] = torch.randn_like(changed[..., VIDEO:])
     torch.testing.assert_close(model(frames), model(changed))
-    with_audio = create_model(small_config(**ALL_EMBEDDINGS)).eval()
+    with_audio = create_model(small_args(**ALL_EMBEDDINGS)).eval()
     assert not torch.allclose(with_audio(frames), with_audio(changed))
 
 
 def test_every_feature_after_the_first_is_audio():
-    config = small_config(add_dbof=True, feature_sizes=(VIDEO, 4, 4))
-    model = create_model(config)
+    args = small_args(add_dbof=True, feature_sizes=(VIDEO, 4, 4))
+    model = create_model(args)
     assert model.modality_sizes == {"video": VIDEO, "audio": 8}
-    assert model(frames_for(config)).shape == (3, CLASSES)
+    assert model(frames_for(args)).shape == (3, CLASSES)
 
 
 def test_bagging_shares_one_set_of_embedding_weights():
     torch.manual_seed(0)
-    one = create_model(small_config(**ALL_EMBEDDINGS, n_bagging=1))
-    many = create_model(small_config(**ALL_EMBEDDINGS, n_bagging=10))
+    one = create_model(small_args(**ALL_EMBEDDINGS, n_bagging=1))
+    many = create_model(small_args(**ALL_EMBEDDINGS, n_bagging=10))
     assert n_params(one) == n_params(many)
     assert one.state_dict().keys() == many.state_dict().keys()
     # The same sample repeated in every bag gives the single-bag output (batch statistics included).
     many.load_state_dict(one.state_dict())
-    frames = frames_for(small_config(n_bagging=1))
+    frames = frames_for(small_args(n_bagging=1))
     torch.testing.assert_close(many(frames.expand(-1, 10, -1, -1)), one(frames))
 
 
 def test_bags_are_averaged_so_their_order_does_not_matter():
-    config = small_config(**ALL_EMBEDDINGS, n_bagging=3)
+    args = small_args(**ALL_EMBEDDINGS, n_bagging=3)
     torch.manual_seed(0)
-    model = create_model(config).eval()
-    frames = frames_for(config)
+    model = create_model(args).eval()
+    frames = frames_for(args)
     torch.testing.assert_close(model(frames), model(frames[:, [2, 0, 1]]))
     # A 3-d input is one bag.
     torch.testing.assert_close(model(frames[:, 0]), model(frames[:, :1]))
 
 
 def test_batch_norm_train_and_eval_modes():
-    config = small_config(**ALL_EMBEDDINGS, input_add_batch_norm=True)
+    args = small_args(**ALL_EMBEDDINGS, input_add_batch_norm=True)
     torch.manual_seed(0)
-    model = create_model(config)
-    frames = frames_for(config, batch=4)
+    model = create_model(args)
+    frames = frames_for(args, batch=4)
     before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     model.train()
     train_out = model(frames)
@@ -188,8 +188,8 @@ def test_batch_norm_train_and_eval_modes():
 
 @pytest.mark.parametrize("decay", [0.999, 0.9])
 def test_batch_norm_decay_sets_every_moving_average(decay):
-    config = small_config(**ALL_EMBEDDINGS, input_add_batch_norm=True, batch_norm_decay=decay)
-    model = create_model(config)
+    args = small_args(**ALL_EMBEDDINGS, input_add_batch_norm=True, batch_norm_decay=decay)
+    model = create_model(args)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert len(norms) > 5 and all(m.momentum == pytest.approx(1 - decay) for m in norms)
     norm = norms[0]
@@ -201,31 +201,31 @@ def test_batch_norm_decay_sets_every_moving_average(decay):
 
 @pytest.mark.parametrize("switch", ["dense", "fc_sign_circulant", "k_factor_2"])
 def test_state_dict_round_trip(switch, tmp_path):
-    config = small_config(**ALL_EMBEDDINGS, **SWITCHES[switch], input_add_batch_norm=True)
+    args = small_args(**ALL_EMBEDDINGS, **SWITCHES[switch], input_add_batch_norm=True)
     torch.manual_seed(0)
-    model = create_model(config)
+    model = create_model(args)
     model.train()
-    model(frames_for(config))  # move the batch-norm statistics away from their initial values
+    model(frames_for(args))  # move the batch-norm statistics away from their initial values
     torch.save(model.state_dict(), tmp_path / "model.pt")
     torch.manual_seed(1)
-    restored = create_model(config)
+    restored = create_model(args)
     restored.load_state_dict(torch.load(tmp_path / "model.pt"))
-    frames = frames_for(config, seed=5)
+    frames = frames_for(args, seed=5)
     torch.testing.assert_close(restored.eval()(frames), model.eval()(frames))
 
 
 def test_registry_names_and_alias():
     assert {"CirculantDiagonalNetwork", "CirulantDiagonalNetwork", "LogisticModel", "MoeModel"} <= set(MODELS)
-    seed_spelling = create_model(small_config(add_dbof=True, model="CirulantDiagonalNetwork"))
-    correct_spelling = create_model(small_config(add_dbof=True, model="CirculantDiagonalNetwork"))
+    seed_spelling = create_model(small_args(add_dbof=True, model="CirulantDiagonalNetwork"))
+    correct_spelling = create_model(small_args(add_dbof=True, model="CirculantDiagonalNetwork"))
     assert type(seed_spelling) is type(correct_spelling) is CirculantDiagonalNetwork
 
 
 @pytest.mark.parametrize("name,cls", [("MoeModel", MoeModel), ("LogisticModel", LogisticModel),
                                       ("Circulant_MoeModel", MoeModel)])
 def test_video_level_models_alone(name, cls):
-    config = ModelArgs(model=name, frame_features=False, num_classes=CLASSES, feature_sizes=(16, 8))
-    model = create_model(config)
+    args = ModelArgs(model=name, frame_features=False, num_classes=CLASSES, feature_sizes=(16, 8))
+    model = create_model(args)
     assert isinstance(model, cls)
     out = model(torch.randn(5, 24))
     assert out.shape == (5, CLASSES) and ((out >= 0) & (out <= 1)).all()
@@ -234,25 +234,25 @@ def test_video_level_models_alone(name, cls):
 
 def test_configuration_errors():
     with pytest.raises(ConfigError, match="--model=Nope"):
-        create_model(small_config(model="Nope"))
+        create_model(small_args(model="Nope"))
     with pytest.raises(ConfigError, match="at least one embedding"):
-        create_model(small_config())
+        create_model(small_args())
     with pytest.raises(ConfigError, match="frame_features=True"):
-        create_model(small_config(add_dbof=True, frame_features=False))
+        create_model(small_args(add_dbof=True, frame_features=False))
     with pytest.raises(ConfigError, match="video-level model"):
         create_model(ModelArgs(model="MoeModel"))
     with pytest.raises(ConfigError, match="video_level_classifier_model=Nope"):
-        create_model(small_config(add_dbof=True, video_level_classifier_model="Nope"))
+        create_model(small_args(add_dbof=True, video_level_classifier_model="Nope"))
 
 
 def test_wrong_frame_width_is_reported():
-    model = create_model(small_config(add_dbof=True))
+    model = create_model(small_args(add_dbof=True))
     with pytest.raises(ValueError, match=f"{VIDEO + AUDIO}"):
         model(torch.zeros(2, 1, FRAMES, VIDEO))
 
 
 def test_seed_netfv_compact_command_warns_that_fc_netvlad_circulant_does_nothing():
-    warnings = ineffective_flags(small_config(add_fisher_vector=True, fc_netvlad_circulant=True))
+    warnings = ineffective_flags(small_args(add_fisher_vector=True, fc_netvlad_circulant=True))
     assert any("--fc_netvlad_circulant=True has no effect" in w and "--add_netvlad" in w for w in warnings)
     assert len([w for w in warnings if "fc_netvlad_circulant" in w]) == 1
 
@@ -276,14 +276,14 @@ def test_seed_netfv_compact_command_warns_that_fc_netvlad_circulant_does_nothing
     ({"add_dbof": True, "no_audio": True, "feature_sizes": (16,)}, ["no_audio"]),
 ])
 def test_ineffective_flags(flags, expected):
-    messages = ineffective_flags(small_config(**{"moe_num_mixtures": 2, "fc_hidden_size": 8, **flags}))
+    messages = ineffective_flags(small_args(**{"moe_num_mixtures": 2, "fc_hidden_size": 8, **flags}))
     named = sorted(m.split("=")[0].lstrip("-") for m in messages
                    if not m.startswith(("--dbof_cluster_size", "--netvlad_cluster_size", "--fv_cluster_size")))
     assert named == sorted(expected), messages
 
 
 def test_cluster_sizes_of_disabled_embeddings_are_reported():
-    messages = ineffective_flags(small_config(add_dbof=True))
+    messages = ineffective_flags(small_args(add_dbof=True))
     assert any(m.startswith("--netvlad_cluster_size=4 has no effect") for m in messages)
     assert not any(m.startswith("--dbof_cluster_size") for m in messages)
 

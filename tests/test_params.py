@@ -109,7 +109,7 @@ SEED_LINES = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def seed_config(line: str):
+def seed_args(line: str):
     """The model arguments of a seed command line."""
     config, _ = parse_config(line.split() + PARAMS)
     return config.model_args()
@@ -128,9 +128,9 @@ def test_the_issue_pins_two_totals():
 @pytest.mark.parametrize("name", SEED_LINES)
 def test_seed_line_parameter_count(name):
     line, expected = SEED_LINES[name]
-    config = seed_config(line)
-    model = meta_model(config)
-    report = parameter_report(model, config)
+    args = seed_args(line)
+    model = meta_model(args)
+    report = parameter_report(model, args)
     assert report["total"] == expected
     assert report["total"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(row["params"] for row in report["components"]) == expected
@@ -143,15 +143,15 @@ def test_seed_line_parameter_count(name):
                                            ("exp3 DBoF circulant", "exp3 dense"),
                                            ("exp3 fc circulant", "exp3 dense")])
 def test_dense_equivalent_of_a_compact_model_is_the_dense_model(compact, dense):
-    config = seed_config(SEED_LINES[compact][0])
-    report = parameter_report(meta_model(config), config)
+    args = seed_args(SEED_LINES[compact][0])
+    report = parameter_report(meta_model(args), args)
     assert report["dense_total"] == SEED_LINES[dense][1]
     assert report["compression"] == pytest.approx(SEED_LINES[dense][1] / SEED_LINES[compact][1])
 
 
 def test_report_components_of_the_exp2_dense_model():
-    config = seed_config(SEED_LINES["exp2 DBoF dense"][0])
-    report = parameter_report(meta_model(config), config)
+    args = seed_args(SEED_LINES["exp2 DBoF dense"][0])
+    report = parameter_report(meta_model(args), args)
     rows = {row["name"]: row for row in report["components"]}
     assert list(rows) == ["video.dbof.embedding", "video.dbof.fc", "audio.dbof.embedding", "audio.dbof.fc",
                           "classifier", "classifier.gating"]
@@ -164,9 +164,9 @@ def test_report_components_of_the_exp2_dense_model():
 
 
 def test_sign_diagonals_are_buffers_not_parameters():
-    config = seed_config(SEED_LINES["exp1 fc circulant, +-1 diagonal"][0])
-    report = parameter_report(meta_model(config), config)
-    dense_report = parameter_report(meta_model(seed_config(SEED_LINES["exp1 dense"][0])), config)
+    args = seed_args(SEED_LINES["exp1 fc circulant, +-1 diagonal"][0])
+    report = parameter_report(meta_model(args), args)
+    dense_report = parameter_report(meta_model(seed_args(SEED_LINES["exp1 dense"][0])), args)
     assert report["buffers"] - dense_report["buffers"] == 8192 + 4096
 
 
@@ -201,10 +201,10 @@ def test_params_command_reports_flag_errors(capsys):
 @pytest.mark.parametrize("name", [n for n in SEED_LINES if n not in ("exp1 dense", "exp2 NetFV 'compact'")])
 def test_full_size_seed_model_trains_one_step_on_cpu(name):
     """Every distinct seed model, at full size, runs forward and backward on a batch of 2 videos."""
-    config = seed_config(SEED_LINES[name][0])
+    args = seed_args(SEED_LINES[name][0])
     torch.manual_seed(0)
-    model = create_model(config)
-    frames = torch.nn.functional.normalize(torch.randn(2, config.n_bagging, config.iterations, 1152), dim=-1)
+    model = create_model(args)
+    frames = torch.nn.functional.normalize(torch.randn(2, args.n_bagging, args.iterations, 1152), dim=-1)
     probabilities = model(frames)
     assert probabilities.shape == (2, 3862) and torch.isfinite(probabilities).all()
     labels = torch.zeros(2, 3862)
