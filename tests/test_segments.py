@@ -106,3 +106,39 @@ def test_segment_vocabulary_file(tmp_path):
         read_segment_vocabulary(str(path), num_classes=10)
     with pytest.raises(DataError, match="cannot read the segment vocabulary"):
         read_segment_vocabulary(str(tmp_path / "missing.csv"))
+
+
+@pytest.mark.parametrize("mode", ["rated", "all"])
+def test_loader_yields_segment_examples(mode):
+    from compactvid.config import Config
+    from compactvid.data.loader import make_loader
+
+    expected = json.loads((SEGMENT_FIXTURES / "expected.json").read_text())
+    arrays = np.load(SEGMENT_FIXTURES / "expected.npz")
+    videos = {v.id: v for v in iter_videos(str(SEGMENT_FIXTURES / "frame00.tfrecord"))}
+    config = Config(num_classes=3862, batch_size=3, num_readers=0, iterations=6, n_bagging=2)
+    examples = []
+    for batch in make_loader(str(SEGMENT_FIXTURES / "frame00.tfrecord"), config, training=mode == "rated",
+                             segments=mode, dequantize=False):
+        assert batch["frames"].shape[1:] == (2, 6, 1152) and len(batch["ids"]) <= 3
+        weights = batch.get("label_weights")
+        assert (weights is not None) == (mode == "rated")
+        for i, (video_id, start) in enumerate(zip(batch["ids"], batch["segment_starts"].tolist())):
+            total = videos[video_id].num_frames
+            frames = batch["frames"][i].reshape(-1, 1152).numpy()
+            if mode == "rated":  # every sampled frame is one of the segment's frames
+                rows = arrays[f"{video_id}::{start}"]
+                assert all(any(np.array_equal(f, r) for r in rows) for f in frames)
+            assert batch["num_frames"][i] == min(5, total - start)
+            if mode == "rated":
+                want = expected[video_id]
+                pairs = [(c, s) for t, c, s in zip(want["segment_start_times"], want["segment_labels"],
+                                                   want["segment_scores"]) if t == start]
+                assert sorted(np.flatnonzero(weights[i]).tolist()) == sorted(c for c, _ in pairs)
+                assert sorted(np.flatnonzero(batch["labels"][i]).tolist()) == sorted(c for c, s in pairs if s)
+            examples.append((video_id, start))
+    if mode == "rated":
+        assert sorted(examples) == sorted({(v, t) for v, want in expected.items()
+                                           for t in want["segment_start_times"]})
+    else:
+        assert examples == [(v, t) for v, want in expected.items() for t in range(0, want["num_frames"], 5)]

@@ -9,6 +9,15 @@ batches are dicts:
 - ``ids``: list of B video ids; ``num_frames``: int64 ``[B]``, the real frames the example's frames were
   sampled from (half the video's under data augmentation; 1 for video-level data).
 
+Segment examples (2019 release, frame-level data; ``segments=``): an example is a 5-frame segment of a
+video (`compactvid.data.segments`), and its ``iterations`` frames are sampled from those 5 (fewer at a
+video's end). ``segments="rated"``: one example per rated segment, ``labels`` its classes rated present
+and ``label_weights`` float32 ``[B, num_classes]`` 1 for its rated classes (present or absent), 0 for
+the others, whose presence is unknown; videos without ratings make no example. ``segments="all"``: every
+segment of every video (starts 0, 5, 10, ...; what a submission ranks), labels all zero. Both add
+``segment_starts``: int64 ``[B]``, the segment's first frame; every frame of the record is used, not
+only the first `max_frames`.
+
 With ``dequantize=False``, frame-level ``frames`` are the sampled quantized bytes, uint8
 ``[B, n_bagging, iterations, D]``, and `prepare_frames` (on any device, e.g. after moving the batch to
 the GPU) turns them into exactly the float32 frames above: 4x fewer bytes to build, move and copy.
@@ -42,7 +51,7 @@ import logging
 import math
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +60,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from compactvid.config import Config
 from compactvid.data.paths import expand_pattern
 from compactvid.data.sampling import augmentation_halves, dequantize_normalize_, gather_sampled_frames, l2_normalize_
+from compactvid.data.segments import SEGMENT_SIZE
 from compactvid.data.tfrecord import Record, iter_records
 from compactvid.data.yt8m import QuantizedVideo, ReadReport, RecordDecoder, Video
 from compactvid.errors import DataError
@@ -95,40 +105,95 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype, pool: _BufferPool | None) ->
     return torch.from_numpy(np.empty(shape, dtype=dtype))
 
 
+class _Examples(NamedTuple):
+    """The E examples a record makes: example e samples the real frames ``[starts[e], starts[e] +
+    counts[e])`` of the video; its classes are ``labels[e]`` (int64), and for segment examples the rated
+    ones ``rated[e]`` (None: every class counts)."""
+
+    starts: Sequence[int]
+    counts: Sequence[int]
+    labels: Sequence[np.ndarray]
+    rated: Sequence[np.ndarray] | None = None
+
+
+def _multi_hot(out: torch.Tensor, classes: Sequence[np.ndarray]) -> torch.Tensor:
+    """`out` (float32 ``[>= len(classes), C]``) zeroed, with row i 1 at `classes[i]`; its first rows."""
+    array = out.zero_().numpy()
+    array[np.repeat(np.arange(len(classes)), [len(c) for c in classes]), np.concatenate(classes)] = 1.0
+    return out[:len(classes)]
+
+
 class _Batcher:
     """Fills the tensors of one batch example by example: the frames as each video arrives, labels,
     frame counts and ids when the batch is complete. `array` is `frames` as a numpy array (the same
-    memory). Example i is of video ``videos[i]`` and samples ``lengths[i]`` of its real frames."""
+    memory). Example i is of video ``videos[i]``; `segments`: the batch holds segment examples ("rated" or
+    "all", as `make_loader`'s)."""
 
     def __init__(self, batch_size: int, frame_shape: tuple[int, ...], dtype: type, num_classes: int,
-                 pool: _BufferPool | None):
+                 pool: _BufferPool | None, segments: str | None = None):
         self.size = batch_size
         self.frames = _empty((batch_size, *frame_shape), dtype, pool)
         self.array = self.frames.numpy()
         self.labels = _empty((batch_size, num_classes), np.float32, pool)
+        self.weights = _empty((batch_size, num_classes), np.float32, pool) if segments == "rated" else None
+        self.segments = segments
         self.videos: list[QuantizedVideo | Video] = []
+        self.starts: list[int] = []
         self.lengths: list[int] = []
+        self.classes: list[np.ndarray] = []
+        self.rated: list[np.ndarray] = []
 
     def room(self) -> int:
         """Examples that still fit."""
         return self.size - len(self.videos)
 
-    def add(self, video: QuantizedVideo | Video, lengths: tuple[int, ...]) -> slice:
-        """Take examples of `video` that sample `lengths` frames (as many as fit); returns their slots in
+    def add(self, video: QuantizedVideo | Video, examples: _Examples, first: int) -> slice:
+        """Take the examples of `video` from number `first` on (as many as fit); returns their slots in
         `frames`, to fill."""
         start = len(self.videos)
-        taken = lengths[:self.size - start]
-        self.videos += [video] * len(taken)
-        self.lengths += taken
+        end = min(len(examples.counts), first + self.size - start)
+        self.videos += [video] * (end - first)
+        self.starts += examples.starts[first:end]
+        self.lengths += examples.counts[first:end]
+        self.classes += examples.labels[first:end]
+        if examples.rated is not None:
+            self.rated += examples.rated[first:end]
         return slice(start, len(self.videos))
 
     def batch(self) -> dict[str, Any]:
         size = len(self.videos)
-        label_lists = [video.labels for video in self.videos]
-        labels = self.labels.zero_().numpy()
-        labels[np.repeat(np.arange(size), [len(v) for v in label_lists]), np.concatenate(label_lists)] = 1.0
-        return {"frames": self.frames[:size], "labels": self.labels[:size], "ids": [video.id for video in self.videos],
-                "num_frames": torch.tensor(self.lengths, dtype=torch.int64)}
+        batch = {"frames": self.frames[:size], "labels": _multi_hot(self.labels, self.classes),
+                 "ids": [video.id for video in self.videos], "num_frames": torch.tensor(self.lengths, dtype=torch.int64)}
+        if self.segments:
+            batch["segment_starts"] = torch.tensor(self.starts, dtype=torch.int64)
+            if self.weights is not None:
+                batch["label_weights"] = _multi_hot(self.weights, self.rated)
+        return batch
+
+
+class _Staging:
+    """Where the sampled frames of one record's examples are gathered (uint8), and, for float32 batches,
+    dequantized and normalized (float32), then copied into the batch: ``[examples, *frame_shape]``, grown
+    when a record makes more examples (segments).
+
+    Gathered here, where the CPU cache holds them, and moved into the batch in one copy: gathered frame
+    by frame straight into the batch's memory (not in the cache) they cost a fifth more; dequantized and
+    normalized here too, the 5 passes of those operations stay in the cache (docs/benchmarks.md).
+    """
+
+    def __init__(self, frame_shape: tuple[int, ...], convert: bool):
+        self.frame_shape, self.convert = frame_shape, convert
+        self._allocate(2)
+
+    def _allocate(self, count: int) -> None:
+        self.gathered = np.empty((count, *self.frame_shape), np.uint8)
+        self.converted = np.empty(self.gathered.shape, np.float32) if self.convert else None
+
+    def gathered_for(self, count: int) -> np.ndarray:
+        """The uint8 staging buffer of `count` examples."""
+        if count > len(self.gathered):
+            self._allocate(count)
+        return self.gathered[:count]
 
 
 class _Uniforms:
@@ -142,7 +207,7 @@ class _Uniforms:
 
     def take(self, count: int) -> np.ndarray:
         if self.used + count > len(self.block):
-            self.block = np.concatenate([self.block[self.used:], self.rng.random((256, *self.shape))])
+            self.block = np.concatenate([self.block[self.used:], self.rng.random((max(256, count), *self.shape))])
             self.used = 0
         self.used += count
         return self.block[self.used - count:self.used]
@@ -154,13 +219,20 @@ class YT8MDataset(IterableDataset):
     ``{"error": message}`` so that its one-line message reaches the main process unchanged."""
 
     def __init__(self, files: list[str], config: Config, *, training: bool, epoch: int = 0, rank: int = 0,
-                 world_size: int = 1, batch_size: int | None = None, dequantize: bool = True):
+                 world_size: int = 1, batch_size: int | None = None, dequantize: bool = True,
+                 segments: str | None = None):
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
+        if segments not in (None, "rated", "all"):
+            raise ValueError(f"segments={segments!r}: use None, 'rated' or 'all'")
+        if segments and not config.frame_features:
+            raise DataError("segment examples need frame-level data (--frame_features=True): the segment "
+                            "ratings of the 2019 release are in its frame-level files")
         config.validate()
+        self.segments = segments
         self.files = sorted(files)
         self.training, self.epoch, self.rank, self.world_size = training, epoch, rank, world_size
-        self.augment = training and config.data_augmentation and config.frame_features
+        self.augment = training and config.data_augmentation and config.frame_features and not segments
         # --batch_size counts videos, as the seed's: under augmentation a batch holds two examples of each.
         self.batch_size = (batch_size or config.batch_size) * (2 if self.augment else 1)
         self.seed = config.seed
@@ -172,7 +244,7 @@ class YT8MDataset(IterableDataset):
         self.num_classes = config.num_classes
         self.dequantize = dequantize or not config.frame_features
         self.decoder = RecordDecoder(config.feature_name_list, config.feature_size_list, config.max_frames,
-                                     config.frame_features, config.num_classes)
+                                     config.frame_features, config.num_classes, segments=segments == "rated")
 
     def set_epoch(self, epoch: int) -> None:
         """Use the file order, shuffling and sampling of `epoch` on the next pass."""
@@ -258,31 +330,26 @@ class YT8MDataset(IterableDataset):
         dtype = np.float32 if self.dequantize else np.uint8
         pool = _BufferPool() if get_worker_info() is None else None
         uniforms = _Uniforms(rng, (self.n_bagging, self.iterations if self.random_frames else 1))
-        # a video's sampled frames are gathered here, where the CPU cache holds them, then moved into the batch
-        # in one copy: gathered frame by frame straight into the batch's memory (not in the cache) they cost
-        # a fifth more (docs/benchmarks.md)
-        staged = np.empty((2, *frame_shape), np.uint8)
-        # float32 batches: the staged frames are dequantized and normalized in a staging buffer too (the 5
-        # passes of those operations in the cache), then copied
-        converted = np.empty(staged.shape, np.float32) if self.dequantize and self.frame_level else None
-        batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool)
+        staging = _Staging(frame_shape, convert=self.dequantize and self.frame_level)
+        batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool, self.segments)
         for number, record in records:
             try:
                 record.check()  # the payload CRC
-                video, lengths = self._sample(number, record, uniforms, staged)
+                video, examples = self._sample(number, record, uniforms, staging)
             except DataError as error:
                 if not self.skip_corrupt:
                     raise
                 report.add_corrupt(error)
                 continue
             report.records += 1
-            if converted is not None:
-                dequantize_normalize_(torch.from_numpy(converted[:len(lengths)]).copy_(
-                    torch.from_numpy(staged[:len(lengths)])))
-            source = staged if converted is None else converted
+            count = len(examples.counts)
+            source = staging.gathered
+            if staging.converted is not None:
+                source = staging.converted
+                dequantize_normalize_(torch.from_numpy(source[:count]).copy_(torch.from_numpy(staging.gathered[:count])))
             first = 0
-            while first < len(lengths):  # in one batch, or (at a batch's end) two
-                slots = batcher.add(video, lengths[first:])
+            while first < count:  # in one batch, or (at a batch's end, or for a video's segments) several
+                slots = batcher.add(video, examples, first)
                 done = first + slots.stop - slots.start
                 if not self.frame_level:
                     batcher.frames[slots] = l2_normalize_(torch.from_numpy(video.features))
@@ -291,29 +358,49 @@ class YT8MDataset(IterableDataset):
                 first = done
                 if not batcher.room():
                     yield batcher.batch()
-                    batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool)
+                    batcher = _Batcher(self.batch_size, frame_shape, dtype, self.num_classes, pool, self.segments)
         if batcher.videos:
             yield batcher.batch()
 
-    def _sample(self, number: int, record: Record, uniforms: _Uniforms, staged: np.ndarray
-                ) -> tuple[QuantizedVideo | Video, tuple[int, ...]]:
-        """The decoded record and, per example (two under data augmentation: its halves, else one), the
-        number of its real frames the example samples from. For frame-level data, the examples' sampled
-        frames are written to ``staged[:examples]`` (uint8 ``[examples, n_bagging, iterations, D]``)."""
+    def _sample(self, number: int, record: Record, uniforms: _Uniforms, staging: _Staging
+                ) -> tuple[QuantizedVideo | Video, _Examples]:
+        """The decoded record and its examples. For frame-level data, the examples' sampled frames are
+        written to ``staging.gathered[:examples]`` (uint8 ``[examples, n_bagging, iterations, D]``)."""
         if not self.frame_level:
-            return self.decoder.decode_video(record), (1,)
+            video = self.decoder.decode_video(record)
+            return video, _Examples((0,), (1,), (video.labels,))
         video = self.decoder.decode_frames(record)
-        starts, counts = augmentation_halves(video.num_frames) if self.augment else ((0,), (video.num_frames,))
+        examples = self._examples(video)
+        count = len(examples.counts)
         if self.training:
-            draws = uniforms.take(len(counts))
+            draws = uniforms.take(count)
         else:  # evaluation: the same frames whatever the number of ranks and workers
-            draws = np.random.default_rng([self.seed, number, record.index]).random((len(counts), *uniforms.shape))
-        if video.num_frames == 0:  # zero frames, as the original's padding gave
-            staged[:len(counts)] = 0
-        else:
-            gather_sampled_frames(staged[:len(counts)], video.buffer, video.offsets, video.strides, video.sizes,
-                                  video.num_frames, draws, starts, counts, self.iterations, self.random_frames)
-        return video, counts
+            draws = np.random.default_rng([self.seed, number, record.index]).random((count, *uniforms.shape))
+        staged = staging.gathered_for(count)
+        # segments may lie beyond the first max_frames frames: they sample from all the record's frames
+        frames = video.total_frames if self.segments else video.num_frames
+        if frames == 0:  # zero frames, as the original's padding gave
+            staged[:] = 0
+        elif count:
+            gather_sampled_frames(staged, video.buffer, video.offsets, video.strides, video.sizes, frames, draws,
+                                  np.asarray(examples.starts, np.int64), np.asarray(examples.counts, np.int64),
+                                  self.iterations, self.random_frames)
+        return video, examples
+
+    def _examples(self, video: QuantizedVideo) -> _Examples:
+        """The examples of a frame-level video: the video (or its halves), or its segments."""
+        if self.segments is None:
+            starts, counts = augmentation_halves(video.num_frames) if self.augment else ((0,), (video.num_frames,))
+            return _Examples(starts, counts, (video.labels,) * len(counts))
+        if self.segments == "all":
+            starts = np.arange(0, video.total_frames, SEGMENT_SIZE)
+            return _Examples(starts.tolist(), np.minimum(SEGMENT_SIZE, video.total_frames - starts).tolist(),
+                             (np.zeros(0, np.int64),) * len(starts))
+        if video.segments is None:  # a video nobody rated
+            return _Examples((), (), ())
+        starts, positives, rated = video.segments.by_segment()
+        return _Examples(starts.tolist(), np.minimum(SEGMENT_SIZE, video.total_frames - starts).tolist(), positives,
+                         rated)
 
 
 class VideoLoader(DataLoader):
@@ -346,7 +433,8 @@ def num_workers(num_readers: int) -> int:
 
 
 def make_loader(pattern: str, config: Config, *, training: bool, epoch: int = 0, rank: int = 0,
-                world_size: int = 1, batch_size: int | None = None, dequantize: bool = True) -> VideoLoader:
+                world_size: int = 1, batch_size: int | None = None, dequantize: bool = True,
+                segments: str | None = None) -> VideoLoader:
     """A DataLoader over the files of `pattern` (comma-separated globs, any fsspec path) for one epoch.
 
     training=True: shuffled (file order and a record buffer), frames sampled per the config, data
@@ -354,11 +442,12 @@ def make_loader(pattern: str, config: Config, *, training: bool, epoch: int = 0,
     in order, deterministic sampling, no augmentation. `batch_size` (videos per batch) defaults to
     ``config.batch_size``; under augmentation a batch holds two examples (rows) of each video.
     dequantize=False: frame-level batches hold uint8 frames, for `prepare_frames` on the device.
-    See the module docstring for the batch layout and sharding.
+    segments="rated" / "all": segment examples (a batch of `batch_size` segments). See the module
+    docstring for the batch layout and sharding.
     """
     files = expand_pattern(pattern)
     dataset = YT8MDataset(files, config, training=training, epoch=epoch, rank=rank, world_size=world_size,
-                          batch_size=batch_size, dequantize=dequantize)
+                          batch_size=batch_size, dequantize=dequantize, segments=segments)
     workers = num_workers(config.num_readers)
     return VideoLoader(dataset, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
                        prefetch_factor=2 if workers else None, persistent_workers=False, collate_fn=_as_is)
