@@ -4,6 +4,9 @@ The CSV has the header ``VideoId,LabelConfidencePairs`` and one row per video:
 ``<id>,<label> <score> <label> <score> ...`` with the top-k classes by descending score, labels as
 integers and scores with ``%g``, as the original's inference.py. Rows are written batch by batch, so
 memory does not grow with the number of videos. Test files (no labels) work.
+
+`rank_segments` scores every 5-frame segment instead, for the segment challenge's submission
+(`compactvid.segment_submission`).
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import contextlib
 from typing import Iterable, TextIO
 
+import numpy as np
 import torch
 from torch import nn
 
 from compactvid.data.loader import prepare_frames
+from compactvid.segment_submission import MAX_PREDICTIONS, SegmentRanking
 
 HEADER = "VideoId,LabelConfidencePairs\n"
 
@@ -41,3 +46,20 @@ def write_predictions(model: nn.Module, loader: Iterable[dict], out: TextIO, top
             out.writelines(format_rows(batch["ids"], predictions, top_k))
             videos += len(batch["ids"])
     return videos
+
+
+def rank_segments(model: nn.Module, loader: Iterable[dict], classes: np.ndarray,
+                  max_pred: int = MAX_PREDICTIONS, device: torch.device = torch.device("cpu"),
+                  mixed_precision: bool = False) -> SegmentRanking:
+    """Score every segment of `loader` (a ``segments="all"`` loader) with `model`; the best `max_pred`
+    segments of each class of `classes` (int64 ``[V]``), as a `SegmentRanking`."""
+    model.eval()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
+                else contextlib.nullcontext())
+    ranking = SegmentRanking(classes, max_pred)
+    with torch.inference_mode():
+        for batch in loader:
+            with autocast:
+                predictions = model(prepare_frames(batch["frames"].to(device, non_blocking=True)))
+            ranking.add(batch["ids"], batch["segment_starts"].tolist(), predictions.float().cpu().numpy())
+    return ranking

@@ -1,4 +1,5 @@
-"""YouTube-8M evaluation metrics: GAP@k, mAP, Hit@1 and PERR; vectorized, streaming, exact.
+"""YouTube-8M evaluation metrics: GAP@k, mAP, Hit@1 and PERR; vectorized, streaming, exact; and the
+segment-level mAP@N of the 2019 challenge (`segment_map_at_n`, at the end).
 
 The definitions are those of google/youtube-8m's ``eval_util.py``, which the seed evaluated with:
 
@@ -29,6 +30,7 @@ finished with cumulative sums. 10,000 videos x 3862 classes take under 0.1 s on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -306,3 +308,70 @@ class EvaluationMetrics:
                 np.zeros(0, dtype=_class_dtype(self.num_classes)) if empty else np.concatenate(self._classes)
             ]
             self._positives = [np.zeros(0, dtype=bool) if empty else np.concatenate(self._positives)]
+
+
+# --- segment level (2019 release) ----------------------------------------------------------------------
+
+
+class RatedSegments:
+    """The human-rated (segment, class) pairs of an evaluation set: the ground truth of the segment mAP.
+
+    A segment is named ``"<video id>:<start time>"``, as in a submission. `pairs` maps
+    (segment, class) to True (the class is present) or False; `positives` counts each class's present
+    pairs. Built video by video with `add`.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[str, int], bool] = {}
+        self.positives: dict[int, int] = {}
+
+    def add(self, video_id: str, start_times: Sequence[int], classes: Sequence[int], scores: Sequence[float]) -> None:
+        """Add the rated pairs of one video (its ``segment_start_times``, ``segment_labels``,
+        ``segment_scores``: a score above 0 is present)."""
+        for start, label, score in zip(start_times, classes, scores):
+            key = (f"{video_id}:{int(start)}", int(label))
+            present = bool(score > 0)
+            if self.pairs.get(key):
+                self.positives[key[1]] -= 1
+            self.pairs[key] = present
+            if present:
+                self.positives[key[1]] = self.positives.get(key[1], 0) + 1
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+@dataclass
+class SegmentScore:
+    """The segment challenge's score: `map_at_n` over `num_classes` classes (those of the submission
+    with at least one rated positive), against `rated_segments` rated (segment, class) pairs."""
+
+    map_at_n: float
+    num_classes: int
+    rated_segments: int
+
+
+def segment_map_at_n(ranked: Mapping[int, Sequence[str]], rated: RatedSegments, top_n: int = 0) -> SegmentScore:
+    """The mAP@N of the 2019 challenge, as google/youtube-8m's ``segment_eval_inference.py`` computes it.
+
+    `ranked`: per class, its segments (``"<video id>:<start>"``) best first, as a submission lists them.
+    Per class: the first `top_n` segments (all with 0), of which only the rated (segment, class) pairs
+    are kept, in order; the average precision of that list with the class's rated positives as
+    denominator (a positive not listed counts as missed). The mean over the classes of `ranked` that
+    have a rated positive (classes without one are left out, as the starter code's calculator leaves
+    them out; a class absent from `ranked` does not count: list every class of the vocabulary).
+    """
+    if top_n < 0:
+        raise ValueError(f"top_n must be 0 (no cap) or positive, got {top_n}")
+    precisions = []
+    for label in sorted(ranked):
+        positives = rated.positives.get(label, 0)
+        if positives == 0:
+            continue
+        segments = ranked[label][:top_n] if top_n else ranked[label]
+        hits = np.array([rated.pairs[key] for key in ((segment, label) for segment in segments) if key in rated.pairs],
+                        dtype=bool)
+        found = np.cumsum(hits)
+        positions = np.flatnonzero(hits)
+        precisions.append(float(np.sum(found[positions] / (positions + 1))) / positives)
+    return SegmentScore(float(np.mean(precisions)) if precisions else 0.0, len(precisions), len(rated))

@@ -3,18 +3,27 @@
 The model is rebuilt from --train_dir/config.json, so model flags need not be repeated. With
 --run_once, the newest checkpoint is evaluated once; without it, every new checkpoint is evaluated as
 it appears (as the original's eval.py), until interrupted.
+
+--segment_labels scores segments instead (2019 challenge): the mAP@N of the run's ranking of every
+5-frame segment of --eval_data_pattern against its rated segments; with --submission_file, of an existing
+`Class,Segments` submission (no model needed), as the official segment_eval_inference.py does.
+
+  compactvid eval --segment_labels --submission_file=submission.csv --eval_data_pattern='validate*.tfrecord'
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 
 from compactvid.commands.trained_run import add_trained_run_arguments
+from compactvid.errors import ConfigError
 from compactvid.flags import parse_bool
+from compactvid.segment_submission import MAX_PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "PATH; without PATH, to stdout.")
     parser.add_argument("--poll_seconds", type=float, default=30.0,
                         help="Without --run_once: seconds between looks for a new checkpoint.")
+    segments = parser.add_argument_group("segment level (2019 challenge)")
+    segments.add_argument("--segment_labels", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
+                          help="Score segments: the challenge's mAP@N against the rated segments of "
+                               "--eval_data_pattern (JSON keys map_at_n, num_classes, rated_segments).")
+    segments.add_argument("--submission_file", default=None,
+                          help="With --segment_labels: score this Class,Segments CSV (any fsspec path) instead "
+                               "of a run's checkpoint.")
+    segments.add_argument("--top_n", type=int, default=0,
+                          help="With --segment_labels: segments per class that count (0: all; mAP@N).")
+    segments.add_argument("--segment_max_pred", type=int, default=MAX_PREDICTIONS,
+                          help="With --segment_labels and a run: segments ranked per class, as in a submission.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +59,17 @@ def run(args: argparse.Namespace) -> int:
 
     from compactvid import checkpoint as ckpt
     from compactvid.errors import CheckpointError
-    from compactvid.evaluate import evaluate_checkpoint
 
+    if args.segment_labels:
+        _check_segment_flags(args)
+        if args.submission_file:
+            from compactvid.segment_evaluation import score_submission
+
+            score = score_submission(args.submission_file, args.eval_data_pattern, args.top_n)
+            _report_segments(dataclasses.asdict(score), args.json)
+            return 0
+    elif args.submission_file or args.top_n:
+        raise ConfigError("--submission_file and --top_n score segments: add --segment_labels")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("--device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
@@ -53,24 +82,58 @@ def run(args: argparse.Namespace) -> int:
         if checkpoints and checkpoints[-1][0] != last_step:
             step, path = checkpoints[-1]
             try:
-                results = evaluate_checkpoint(args.train_dir, args.eval_data_pattern, path,
-                                              batch_size=args.batch_size, top_k=args.top_k, device=device,
-                                              num_readers=args.num_readers)
+                results = _evaluate(args, path, device)
             except CheckpointError:
                 if args.run_once:
                     raise
                 results = None  # deleted by the trainer's rotation meanwhile: take the next one
             if results is not None:
                 last_step = step
-                _report(results, args.json)
+                (_report_segments if args.segment_labels else _report)(results, args.json)
         if args.run_once:
             return 0
         time.sleep(args.poll_seconds)
 
 
+def _check_segment_flags(args: argparse.Namespace) -> None:
+    if args.top_n < 0:
+        raise ConfigError(f"--top_n={args.top_n}: use 0 (every segment counts) or a positive number")
+    if args.segment_max_pred < 1:
+        raise ConfigError(f"--segment_max_pred={args.segment_max_pred}: must be a positive integer")
+
+
+def _evaluate(args: argparse.Namespace, checkpoint_path: str, device) -> dict:
+    """The video-level or (--segment_labels) segment-level metrics of one checkpoint."""
+    if args.segment_labels:
+        from compactvid.segment_evaluation import evaluate_segments_checkpoint
+
+        return evaluate_segments_checkpoint(args.train_dir, args.eval_data_pattern, checkpoint_path,
+                                            batch_size=args.batch_size, top_n=args.top_n,
+                                            max_pred=args.segment_max_pred, device=device,
+                                            num_readers=args.num_readers)
+    from compactvid.evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(args.train_dir, args.eval_data_pattern, checkpoint_path, batch_size=args.batch_size,
+                               top_k=args.top_k, device=device, num_readers=args.num_readers)
+
+
+def _report_segments(results: dict, json_path: str | None) -> None:
+    step = f"step {results['step']}: " if "step" in results else ""
+    # with --json on stdout, the human line goes to stderr
+    print(f"{step}mAP@N {results['map_at_n']:.6f} over {results['num_classes']} classes, "
+          f"{results['rated_segments']} rated (segment, class) pairs", flush=True,
+          file=sys.stderr if json_path == "-" else sys.stdout)
+    _write_json(results, json_path)
+
+
 def _report(results: dict, json_path: str | None) -> None:
     print(f"step {results['step']}: GAP@k {results['gap']:.6f}  mAP {results['map']:.6f}  "
-          f"Hit@1 {results['hit_at_1']:.6f}  PERR {results['perr']:.6f}  loss {results['loss']:.6f}", flush=True)
+          f"Hit@1 {results['hit_at_1']:.6f}  PERR {results['perr']:.6f}  loss {results['loss']:.6f}", flush=True,
+          file=sys.stderr if json_path == "-" else sys.stdout)
+    _write_json(results, json_path)
+
+
+def _write_json(results: dict, json_path: str | None) -> None:
     if json_path is None:
         return
     text = json.dumps(results, indent=2) + "\n"

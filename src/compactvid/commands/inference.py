@@ -2,6 +2,13 @@
 
 The model and its data flags come from --train_dir (config.json and the newest checkpoint). Works on
 test files without labels; rows are streamed to --output_file (any fsspec path).
+
+--segment_labels writes the 2019 segment challenge's submission instead: every 5-frame segment of every
+video is scored, and each class of --segment_label_ids_file gets one line `Class,Segments` of its
+--segment_max_pred best segments (`<video id>:<start>`), best first.
+
+  compactvid inference --train_dir=runs/segments --input_data_pattern='test*.tfrecord' --segment_labels \
+      --segment_label_ids_file=segment_label_ids.csv --output_file=submission.csv
 """
 
 from __future__ import annotations
@@ -10,6 +17,10 @@ import argparse
 import logging
 
 from compactvid.commands.trained_run import add_trained_run_arguments
+from compactvid.flags import parse_bool
+from compactvid.segment_submission import MAX_PREDICTIONS
+
+OFFICIAL_VOCABULARY = "https://raw.githubusercontent.com/google/youtube-8m/master/segment_label_ids.csv"
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Files to predict: a glob, or several separated by commas (any fsspec path).")
     parser.add_argument("--output_file", required=True, help="The CSV to write (any fsspec path).")
     parser.add_argument("--top_k", type=int, default=20, help="Label/score pairs per video.")
+    segments = parser.add_argument_group("segment level (2019 challenge)")
+    segments.add_argument("--segment_labels", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
+                          help="Write the segment submission (Class,Segments) instead of video predictions.")
+    segments.add_argument("--segment_label_ids_file", default=None,
+                          help="The segment vocabulary: segment_label_ids.csv of the 2019 release "
+                               f"({OFFICIAL_VOCABULARY}) or of `compactvid make-data --segments`.")
+    segments.add_argument("--segment_max_pred", type=int, default=MAX_PREDICTIONS,
+                          help="Segments per class in the submission (default: the challenge's 100000).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,16 +54,47 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ConfigError(f"--top_k={args.top_k}: must be a positive integer")
+    if args.segment_labels and not args.segment_label_ids_file:
+        raise ConfigError(f"--segment_labels needs --segment_label_ids_file, the classes to rank segments for: "
+                          f"the 2019 release's {OFFICIAL_VOCABULARY}, or DATA/segment_label_ids.csv of "
+                          f"`compactvid make-data --segments`")
+    if args.segment_max_pred < 1:
+        raise ConfigError(f"--segment_max_pred={args.segment_max_pred}: must be a positive integer")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     config, model, state = load_trained_model(args.train_dir, device=device)
     if args.num_readers is not None:
         config = dataclasses.replace(config, num_readers=args.num_readers)
+    if args.segment_labels:
+        return _write_segment_submission(args, config, model, device, state["position"]["step"])
     loader = make_loader(args.input_data_pattern, config, training=False, batch_size=args.batch_size,
                          dequantize=False)
     with fsspec.open(args.output_file, "w") as out:
         videos = write_predictions(model, loader, out, args.top_k, device, config.mixed_precision)
     log.info("wrote the top %d predictions of %d videos to %s (checkpoint of step %d)", args.top_k, videos,
              args.output_file, state["position"]["step"])
+    return 0
+
+
+def _write_segment_submission(args: argparse.Namespace, config, model, device, step: int) -> int:
+    """Rank every segment of --input_data_pattern for each class of the segment vocabulary; write the CSV."""
+    import fsspec
+
+    from compactvid.data.loader import make_loader
+    from compactvid.data.segments import read_segment_vocabulary
+    from compactvid.errors import DataError
+    from compactvid.inference import rank_segments
+    from compactvid.segment_submission import write_submission
+
+    classes = read_segment_vocabulary(args.segment_label_ids_file, config.num_classes)
+    loader = make_loader(args.input_data_pattern, config, training=False, batch_size=args.batch_size,
+                         dequantize=False, segments="all")
+    ranking = rank_segments(model, loader, classes, args.segment_max_pred, device, config.mixed_precision)
+    if not ranking.names:
+        raise DataError(f"{args.input_data_pattern}: no frame in any video, so no segment to rank; nothing written")
+    with fsspec.open(args.output_file, "w") as out:
+        write_submission(out, ranking.ranked())
+    log.info("wrote the best %d of %d segments for each of %d classes to %s (checkpoint of step %d)",
+             min(args.segment_max_pred, len(ranking.names)), len(ranking.names), len(classes), args.output_file, step)
     return 0

@@ -5,7 +5,9 @@ Files in OUTPUT_DIR: train0000.tfrecord.., validate0000.tfrecord.. and test0000.
 class's topic, WikiDescription says whether its concepts are visual, audio or both). Frame level
 (default): one SequenceExample per video with context `id`, `labels` and per-frame `rgb` (1024 bytes) and
 `audio` (128 bytes), 1 frame per second. --video_level: one Example per video with `id`, `labels`,
-`mean_rgb` (1024 floats) and `mean_audio` (128 floats), the means of the same videos' frames.
+`mean_rgb` (1024 floats) and `mean_audio` (128 floats), the means of the same videos' frames. --segments: the validate and test records
+also carry rated 5-frame segments as the 2019 release's (whose frames show, or do not show, the class
+rated), and segment_label_ids.csv lists the segment vocabulary.
 
 The data is learnable but not trivial (Zipf class frequencies, about 3 co-occurring labels per video,
 shots showing the labels' visual and audio concepts among noise, some classes audible only); the
@@ -43,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signal", type=float, default=1.0,
                         help="strength of the label signal relative to the calibrated default: above 1 is "
                              "easier, below 1 harder (default: 1.0)")
+    parser.add_argument("--segments", action="store_true",
+                        help="validate and test files carry segment ratings as the 2019 release's "
+                             "(segment_start_times, segment_labels, segment_scores), and segment_label_ids.csv "
+                             "lists the segment vocabulary (half of the classes)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the dataset files already in OUTPUT_DIR (other files are kept)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -54,10 +60,13 @@ def run(args: argparse.Namespace) -> int:
                                 audio_signal=_DEFAULTS.audio_signal * args.signal)
     summary = write_dataset(args.output_dir, args.num_videos, args.num_classes, args.seed,
                             video_level=args.video_level, num_shards=args.num_shards, model=model,
-                            overwrite=args.overwrite, progress=not args.quiet)
+                            overwrite=args.overwrite, progress=not args.quiet, segments=args.segments)
     level = "video-level" if args.video_level else "frame-level"
     splits = list(summary.files)
     print(f"wrote {' / '.join(str(summary.videos[s]) for s in splits)} {' / '.join(splits)} {level} videos "
           f"in {' / '.join(str(len(summary.files[s])) for s in splits)} files ({summary.frames} frames, "
           f"{args.num_classes} classes) and vocabulary.csv to {args.output_dir} in {summary.seconds:.1f}s")
+    if args.segments:
+        print(f"validate and test videos carry {summary.rated_pairs} rated (segment, class) pairs; the segment "
+              f"vocabulary is {args.output_dir.rstrip('/')}/segment_label_ids.csv")
     return 0

@@ -37,6 +37,14 @@ than a Gaussian generator and generation speed is dominated by it. Then the offi
 *Video level* (``video_level=True``): the very same videos (same seed, same frames), stored as
 ``mean_rgb`` / ``mean_audio`` = the mean over all frames of the dequantized frame features.
 
+*Segment ratings* (``segments=True``, the 2019 release's layout): a segment vocabulary of
+``segment_class_fraction`` of the classes (drawn from the seed), and in the validate and test files each
+video's labels that are in it are rated on a few 5-frame segments (starting at multiples of 5): up to
+``rated_positives`` segments where the class's concepts are shown in at least 3 of the 5 frames (score 1)
+and up to ``rated_negatives`` where they are shown in none (score 0); segments between the two are not
+rated, as a rater would hesitate. The ratings thus say what the frames show. They are drawn from a
+generator of their own, so the frames are the same with or without them.
+
 Everything a video holds depends only on the seed, the world settings and its index (not on the number of
 videos, shards or the level), so datasets of different sizes from one seed share their first videos.
 """
@@ -56,6 +64,7 @@ import numpy as np
 from tqdm import tqdm
 
 from compactvid.data.proto import make_example, make_sequence_example
+from compactvid.data.segments import SEGMENT_SIZE
 from compactvid.data.tfrecord import TFRecordWriter
 from compactvid.errors import ConfigError, DataError
 
@@ -141,6 +150,9 @@ class GenerativeModel:
     style_std: float = 0.15      # per video
     shot_noise_std: float = 0.2
     frame_noise_std: float = 0.35
+    segment_class_fraction: float = 0.5
+    rated_positives: int = 3     # per rated class and video, at most
+    rated_negatives: int = 2
 
     def validate(self) -> None:
         """Raise ConfigError on settings no dataset can be drawn from."""
@@ -257,8 +269,9 @@ def _render(concepts: np.ndarray, mean: np.ndarray, model: GenerativeModel, shot
 
 
 def render_video(world: World, model: GenerativeModel, labels: np.ndarray, num_frames: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The frames of one video with these labels: (rgb uint8 [num_frames, 1024], audio uint8 [num_frames, 128])."""
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames of one video with these labels: (rgb uint8 [num_frames, 1024], audio uint8 [num_frames, 128],
+    the class whose concept each frame shows, int64 [num_frames], num_classes for none)."""
     new_shot = rng.random(num_frames) < 1.0 / model.mean_shot_seconds
     new_shot[0] = True
     shot_of_frame = np.cumsum(new_shot) - 1
@@ -274,17 +287,19 @@ def render_video(world: World, model: GenerativeModel, labels: np.ndarray, num_f
 
     rgb = _render(world.rgb_concepts, world.rgb_mean, model, shot_class, amplitude, shot_of_frame, rng)
     audio = _render(world.audio_concepts, world.audio_mean, model, shot_class, amplitude, shot_of_frame, rng)
-    return rgb, audio
+    return rgb, audio, shot_class[shot_of_frame]
 
 
 @dataclass(frozen=True)
 class SyntheticVideo:
-    """One synthetic video: quantized frames (uint8 [num_frames, 1024] and [num_frames, 128])."""
+    """One synthetic video: quantized frames (uint8 [num_frames, 1024] and [num_frames, 128]), and the class
+    whose concept each frame shows (int64 [num_frames]; the number of classes for none)."""
 
     id: str
     labels: np.ndarray
     rgb: np.ndarray
     audio: np.ndarray
+    frame_classes: np.ndarray
 
 
 def _video_ids(count: int, seed: int) -> list[str]:
@@ -318,21 +333,51 @@ def generate_videos(world: World, num_videos: int, seed: int,
     for index, video_id in enumerate(_video_ids(num_videos, seed)):
         rng = np.random.default_rng([seed, 1, index])
         labels = sample_labels(world, model, rng)
-        rgb, audio = render_video(world, model, labels, int(rng.integers(model.min_length, model.max_length + 1)),
-                                  rng)
-        yield SyntheticVideo(video_id, labels, rgb, audio)
+        rgb, audio, frame_classes = render_video(world, model, labels,
+                                                 int(rng.integers(model.min_length, model.max_length + 1)), rng)
+        yield SyntheticVideo(video_id, labels, rgb, audio, frame_classes)
 
 
-def encode_video(video: SyntheticVideo, video_level: bool, with_labels: bool) -> bytes:
+def segment_vocabulary(num_classes: int, seed: int, model: GenerativeModel = GenerativeModel()) -> np.ndarray:
+    """The classes rated on segments (sorted int64): `segment_class_fraction` of them, at least one."""
+    count = max(1, round(model.segment_class_fraction * num_classes))
+    return np.sort(np.random.default_rng([seed, 5]).choice(num_classes, size=count, replace=False))
+
+
+def rate_segments(video: SyntheticVideo, vocabulary: np.ndarray, model: GenerativeModel, seed: int,
+                  index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rated (segment, class) pairs of video `index` (module docstring): (start times int64, classes
+    int64, scores float32), sorted by start time then class."""
+    rng = np.random.default_rng([seed, 4, index])
+    starts = np.arange(0, len(video.frame_classes) - SEGMENT_SIZE + 1, SEGMENT_SIZE)
+    shown = video.frame_classes[starts[:, None] + np.arange(SEGMENT_SIZE)]  # [segments, 5]
+    pairs = []
+    for label in np.intersect1d(video.labels, vocabulary):
+        frames = np.count_nonzero(shown == label, axis=1)
+        for candidates, limit, score in ((np.flatnonzero(frames >= 3), model.rated_positives, 1.0),
+                                         (np.flatnonzero(frames == 0), model.rated_negatives, 0.0)):
+            chosen = rng.choice(candidates, size=min(limit, len(candidates)), replace=False)
+            pairs += [(int(starts[c]), int(label), score) for c in chosen]
+    pairs.sort()
+    return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64),
+            np.array([p[2] for p in pairs], np.float32))
+
+
+def encode_video(video: SyntheticVideo, video_level: bool, with_labels: bool,
+                 segments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> bytes:
     """The serialized record of `video` in the official layout.
 
     Frame level: SequenceExample, context ``id`` (bytes) and ``labels`` (int64 list), feature lists ``rgb``
     and ``audio`` (one quantized byte string per frame). Video level: Example with ``id``, ``labels``,
     ``mean_rgb`` (1024 floats) and ``mean_audio`` (128 floats). Test files have no ``labels``.
+    `segments`: (start times, classes, scores) of its rated segments, written as the 2019 release's
+    ``segment_start_times``, ``segment_labels`` and ``segment_scores`` (frame level only).
     """
     context: dict = {"id": video.id.encode()}
     if with_labels:
         context["labels"] = video.labels
+    if segments is not None:
+        context.update(zip(("segment_start_times", "segment_labels", "segment_scores"), segments))
     if video_level:
         context["mean_rgb"] = dequantize(video.rgb).mean(axis=0)
         context["mean_audio"] = dequantize(video.audio).mean(axis=0)
@@ -358,6 +403,7 @@ class DatasetSummary:
     frames: int
     train_class_counts: np.ndarray
     seconds: float
+    rated_pairs: int = 0  # rated (segment, class) pairs written (segments=True)
 
 
 def _vocabulary_csv(world: World, train_counts: np.ndarray) -> str:
@@ -374,14 +420,17 @@ def _vocabulary_csv(world: World, train_counts: np.ndarray) -> str:
 
 def write_dataset(output_dir: str, num_videos: int, num_classes: int, seed: int, *, video_level: bool = False,
                   num_shards: int = 4, model: GenerativeModel = GenerativeModel(), overwrite: bool = False,
-                  progress: bool = True) -> DatasetSummary:
+                  progress: bool = True, segments: bool = False) -> DatasetSummary:
     """Write a synthetic dataset: `output_dir`/{train,validate,test}NNNN.tfrecord and vocabulary.csv.
 
     Videos are split 70/20/10 in index order (they are independent draws); each split is cut into
     `num_shards` files of consecutive videos (fewer when the split has fewer videos). Test files have no
-    labels. `output_dir` may be any fsspec URL. Existing dataset files there are an error unless
-    `overwrite`, which removes them first (other files are left alone).
+    labels. `segments`: validate and test records carry segment ratings, and segment_label_ids.csv
+    lists the segment vocabulary (module docstring). `output_dir` may be any fsspec URL. Existing dataset
+    files there are an error unless `overwrite`, which removes them first (other files are left alone).
     """
+    if segments and video_level:
+        raise ConfigError("--segments rates 5-frame segments of frame-level videos: drop --video_level")
     if num_shards < 1:
         raise ConfigError(f"--num_shards={num_shards}: must be a positive integer")
     if num_videos < 3:
@@ -408,12 +457,17 @@ def write_dataset(output_dir: str, num_videos: int, num_classes: int, seed: int,
             routes += [(split, s)] * len(block)
 
     train_counts = np.zeros(num_classes, np.int64)
-    frames = 0
+    frames = rated_pairs = 0
+    vocabulary = segment_vocabulary(num_classes, seed, model) if segments else None
     writers = {(split, s): TFRecordWriter(path) for split in SPLITS for s, path in enumerate(files[split])}
     try:
         with tqdm(total=num_videos, unit="video", desc="make-data", disable=not progress) as bar:
-            for video, (split, shard) in zip(generate_videos(world, num_videos, seed, model), routes):
-                writers[split, shard].write(encode_video(video, video_level, with_labels=split != "test"))
+            for index, (video, (split, shard)) in enumerate(zip(generate_videos(world, num_videos, seed, model),
+                                                                routes)):
+                rated = (rate_segments(video, vocabulary, model, seed, index)
+                         if vocabulary is not None and split != "train" else None)
+                rated_pairs += 0 if rated is None else len(rated[0])
+                writers[split, shard].write(encode_video(video, video_level, split != "test", rated))
                 frames += len(video.rgb)
                 if split == "train":
                     train_counts[video.labels] += 1
@@ -423,5 +477,8 @@ def write_dataset(output_dir: str, num_videos: int, num_classes: int, seed: int,
             writer.close()
     with fsspec.open(f"{base}/vocabulary.csv", "w") as f:
         f.write(_vocabulary_csv(world, train_counts))
+    if vocabulary is not None:
+        with fsspec.open(f"{base}/segment_label_ids.csv", "w") as f:  # the official file's layout
+            f.write("Index\n" + "".join(f"{c}\n" for c in vocabulary))
     return DatasetSummary(files=files, videos=sizes, frames=frames, train_class_counts=train_counts,
-                          seconds=time.perf_counter() - started)
+                          seconds=time.perf_counter() - started, rated_pairs=rated_pairs)

@@ -235,6 +235,14 @@ class RecordDecoder:
         offsets = np.cumsum([0] + [count * size for count, size in zip(counts, self.feature_sizes)])[:-1]
         return example.context, np.frombuffer(b"".join(values), dtype=np.uint8), offsets, counts
 
+    def decode_segment_labels(self, record: Record) -> tuple[str, SegmentLabels | None]:
+        """The id and segment ratings of a frame-level record, whatever its features (frames are counted,
+        not read: what scoring a submission needs); DataError if they are not valid."""
+        example = _parse(record, proto.SequenceExample, "frame-level")
+        frames = max((len(values.feature) for values in example.feature_lists.feature_list.values()), default=0)
+        video_id, _ = self._id_and_labels(record, example.context, "context")
+        return video_id, read_segment_labels(record, example.context, frames, self.num_classes, video_id)
+
     # --- video level ---------------------------------------------------------------------------------
     def decode_video(self, record: Record) -> Video:
         """A video-level record (features float32 ``[sum(sizes)]``); DataError if it is not valid."""
