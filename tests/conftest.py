@@ -15,7 +15,9 @@ import torch  # noqa: E402
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny models run fastest on one thread, and leave the other core to the rest of the machine."""
+    """Tiny models run fastest on one thread, and leave the other core to the rest of the machine: threads
+    only add OpenMP/MKL synchronization, which on a busy machine stalls for milliseconds per call (and MKL's
+    dynamic threading re-sizes its team at each FFT). Results do not depend on the thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

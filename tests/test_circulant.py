@@ -15,15 +15,7 @@ VARIANTS = ("learned", "sign", "none")
 SHAPES = [(8, 8), (16, 5), (8, 24), (6, 13), (7, 7), (7, 3)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These layers are tiny: threads only add OpenMP/MKL synchronization, which on a busy machine
-    # stalls for milliseconds per call (and MKL's default dynamic threading re-sizes the team at
-    # each FFT); results do not depend on the thread count.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer(i: int, o: int, **kw) -> CirculantLinear:

@@ -8,9 +8,10 @@ import pytest
 
 from compactvid.cli import main
 from compactvid.data.synthetic import write_dataset
-from compactvid.experiments import EXPERIMENTS, SEED_PARAMS, SMALL_PROFILE, run_argv
+from compactvid.experiments import EXPERIMENTS, SMALL_PROFILE, run_argv, run_experiment
 from compactvid.flags import parse_config
 from compactvid.plotting import describe, validation_curve
+from seed_commands import seed_params
 
 TINY = {"num_epochs": "2", "dbof_cluster_size": "32", "fc_hidden_size": "16", "iterations": "5",
         "n_bagging": "1", "batch_size": "8", "moe_num_mixtures": "2", "eval_every_steps": "2",
@@ -20,7 +21,7 @@ RUN_FIELDS = {"name", "flags", "parameters", "bytes", "compression", "best_val_g
 
 
 def test_every_run_is_the_readme_command_line():
-    seed = shlex.split(SEED_PARAMS.format(data="d/", num_gpu=4))
+    seed = seed_params("d/")
     for experiment in EXPERIMENTS.values():
         for run in experiment.runs:
             argv = run_argv(run, "paper", "d/", "out")
@@ -53,14 +54,25 @@ def test_small_profile_changes_only_the_listed_flags():
     assert changed == set(SMALL_PROFILE)
 
 
-@pytest.mark.slow
-def test_experiment_end_to_end_then_resume(tmp_path, capsys):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def trained_exp1(tmp_path_factory):
+    """Experiment 1 trained at a tiny size: (its output folder, its data folder, what run_experiment returned)."""
+    data = tmp_path_factory.mktemp("data")
     write_dataset(str(data), 90, 6, seed=3, num_shards=2, progress=False)
-    out = tmp_path / "exp1"
-    from compactvid.experiments import run_experiment
-
+    out = tmp_path_factory.mktemp("exp1")
     results = run_experiment("exp1", "small", str(out), data_dir=str(data), num_classes=6, overrides=TINY)
+    return out, data, results
+
+
+def run_files(out) -> dict:
+    """Each run's metrics.jsonl and checkpoint names, to tell whether a run was trained again."""
+    return {name: ((out / name / "metrics.jsonl").read_text(), sorted(os.listdir(out / name / "checkpoints")))
+            for name in ("dc", "cd")}
+
+
+@pytest.mark.slow
+def test_experiment_results_json_describes_each_run(trained_exp1):
+    out, _, results = trained_exp1
     saved = json.loads((out / "results.json").read_text())
     assert saved["experiment"] == "exp1" and saved["profile"] == "small"
     assert [r["name"] for r in saved["runs"]] == ["dc", "cd"]
@@ -69,30 +81,51 @@ def test_experiment_end_to_end_then_resume(tmp_path, capsys):
         assert 0 < run["best_val_gap"] <= 1 and run["final_val_gap"] <= run["best_val_gap"]
         assert run["compression"] > 1  # compact FC after DBoF
         assert run["inference_ms_per_video"] > 0 and run["train_examples_per_sec"] > 0
-        epochs = [point[0] for point in run["curve"]]
-        assert len(epochs) >= 3 and epochs == sorted(epochs) and epochs[-1] == pytest.approx(2.0)
         assert "--use_d_matrix=True" in run["flags"] or run["name"] == "dc"
     # The learned diagonal has twice the parameters of the fixed one in the compact FC layers.
     assert saved["runs"][0]["parameters"] > saved["runs"][1]["parameters"]
+    assert results == saved | {"changed_flags": results["changed_flags"]}
+
+
+@pytest.mark.slow
+def test_experiment_curves_reach_the_last_epoch(trained_exp1):
+    for run in trained_exp1[2]["runs"]:
+        epochs = [point[0] for point in run["curve"]]
+        assert len(epochs) >= 3 and epochs == sorted(epochs) and epochs[-1] == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_experiment_writes_its_figure_and_table(trained_exp1):
+    out = trained_exp1[0]
     assert (out / "exp1.png").stat().st_size > 10_000
     table = (out / "results.md").read_text()
     assert "Compact FC w/general approach" in table and "--fc_dbof_circulant" in table
-    assert results == saved | {"changed_flags": results["changed_flags"]}
 
-    # Finished runs are not trained again: their checkpoints and metrics stay as they are.
-    metrics = {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")}
-    checkpoints = {name: sorted(os.listdir(out / name / "checkpoints")) for name in ("dc", "cd")}
+
+@pytest.mark.slow
+def test_experiment_refuses_to_retrain_its_runs_with_other_model_flags(trained_exp1, capsys):
+    out, data, _ = trained_exp1
+    before = run_files(out)
+    # The CLI uses the small profile's sizes, not the tiny ones the runs were trained with.
     args = ["experiment", "exp1", "--output_dir", str(out), "--data_dir", str(data), "--num_classes", "6"]
-    # The CLI uses the small profile's sizes: give it the tiny ones through the same run directories,
-    # which it must refuse to retrain with different model flags.
     assert main(args) == 1
     assert "dbof_cluster_size" in capsys.readouterr().err
-    assert {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")} == metrics
-    assert {name: sorted(os.listdir(out / name / "checkpoints")) for name in ("dc", "cd")} == checkpoints
+    assert run_files(out) == before
+
+
+@pytest.mark.slow
+def test_experiment_rerun_does_not_train_finished_runs_again(trained_exp1):
+    out, data, results = trained_exp1
+    before = run_files(out)
     again = run_experiment("exp1", "small", str(out), data_dir=str(data), num_classes=6, overrides=TINY)
+    assert run_files(out) == before
+    assert [r["best_val_gap"] for r in again["runs"]] == [r["best_val_gap"] for r in results["runs"]]
+
+
+@pytest.mark.slow
+def test_plot_command_draws_runs_and_refuses_other_folders(trained_exp1, tmp_path):
+    out, data, _ = trained_exp1
     figure = tmp_path / "plot" / "gap.png"
     assert main(["plot", str(out / "dc"), str(out / "cd"), "--output", str(figure)]) == 0
     assert figure.stat().st_size > 10_000
     assert main(["plot", str(data), "--output", str(figure)]) == 1  # not a train_dir: one-line error
-    assert {name: (out / name / "metrics.jsonl").read_text() for name in ("dc", "cd")} == metrics
-    assert [r["best_val_gap"] for r in again["runs"]] == [r["best_val_gap"] for r in saved["runs"]]

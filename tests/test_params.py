@@ -11,14 +11,7 @@ from compactvid.cli import main
 from compactvid.flags import parse_config
 from compactvid.models.registry import create_model
 from compactvid.models.report import parameter_report
-
-# The seed README's PARAMS, verbatim except the data patterns and output folder.
-PARAMS = ("--frame_features=True --feature_names=rgb,audio --feature_sizes=1024,128 --iterations=15 "
-          "--sample_random_frames=True --num_gpu=4 --num_readers=100 --batch_size=80 --num_epochs=15 "
-          "--base_learning_rate=0.0002 --learning_rate_decay=0.8 --data_augmentation=True --n_bagging=10 "
-          "--moe_num_mixtures=4 --moe_add_batch_norm=True --k_factor=1 --dbof_cluster_size=8192 "
-          "--fc_hidden_size=512 --fv_cluster_size=64 --netvlad_cluster_size=64 "
-          "--model=CirulantDiagonalNetwork --start_new_model").split()
+from seed_commands import SEED_LINES, seed_argv
 
 # Layer counts of the original (utils_layer.py, video_level_models.py), written out independently of
 # the code under test. C classes, M mixtures, H = fc_hidden_size.
@@ -69,49 +62,34 @@ def circulant_moe(n_in):  # circulant gates + circulant experts with bias; no co
     return plain_circulant(n_in, C * (M + 1)) + plain_circulant(n_in, C * M) + C * M
 
 
-SEED_LINES = {
-    "exp1 dense": ("--add_dbof=True --video_level_classifier_model=MoeModel",
-                   dbof(1024, 8192) + fc(8192) + dbof(128, 4096) + fc(4096) + moe(2 * H)),
-    "exp1 fc circulant, +-1 diagonal": (
-        "--add_dbof=True --use_d_matrix=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
-        dbof(1024, 8192) + fc(8192, sign_circulant) + dbof(128, 4096) + fc(4096, sign_circulant) + moe(2 * H)),
-    "exp2 DBoF dense": ("--add_dbof=True --video_level_classifier_model=MoeModel",
-                        dbof(1024, 8192) + fc(8192) + dbof(128, 4096) + fc(4096) + moe(2 * H)),
-    "exp2 DBoF fc circulant": (
-        "--add_dbof=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
-        dbof(1024, 8192) + fc(8192, diag_circulant) + dbof(128, 4096) + fc(4096, diag_circulant) + moe(2 * H)),
-    "exp2 NetVLAD dense": ("--add_netvlad=True --video_level_classifier_model=MoeModel",
-                           netvlad(1024, 64) + fc(1024 * 64) + netvlad(128, 32) + fc(128 * 32) + moe(2 * H)),
-    "exp2 NetVLAD fc circulant": (
-        "--add_netvlad=True --fc_netvlad_circulant=True --video_level_classifier_model=MoeModel",
+# The seed README's lines (`seed_commands.SEED_LINES`) -> their trainable parameters.
+COUNTS = {
+    "exp1 dense": dbof(1024, 8192) + fc(8192) + dbof(128, 4096) + fc(4096) + moe(2 * H),
+    "exp1 fc circulant, +-1 diagonal":
+        dbof(1024, 8192) + fc(8192, sign_circulant) + dbof(128, 4096) + fc(4096, sign_circulant) + moe(2 * H),
+    "exp2 DBoF dense": dbof(1024, 8192) + fc(8192) + dbof(128, 4096) + fc(4096) + moe(2 * H),
+    "exp2 DBoF fc circulant":
+        dbof(1024, 8192) + fc(8192, diag_circulant) + dbof(128, 4096) + fc(4096, diag_circulant) + moe(2 * H),
+    "exp2 NetVLAD dense": netvlad(1024, 64) + fc(1024 * 64) + netvlad(128, 32) + fc(128 * 32) + moe(2 * H),
+    "exp2 NetVLAD fc circulant":
         netvlad(1024, 64) + fc(1024 * 64, diag_circulant) + netvlad(128, 32) + fc(128 * 32, diag_circulant)
-        + moe(2 * H)),
-    "exp2 NetFV dense": ("--add_fisher_vector=True --video_level_classifier_model=MoeModel",
-                         netfv(1024, 64) + fc(2 * 1024 * 64) + netfv(128, 32) + fc(2 * 128 * 32) + moe(2 * H)),
+        + moe(2 * H),
+    "exp2 NetFV dense": netfv(1024, 64) + fc(2 * 1024 * 64) + netfv(128, 32) + fc(2 * 128 * 32) + moe(2 * H),
     # The README's compact NetFV line passes --fc_netvlad_circulant, which does nothing without NetVLAD.
-    "exp2 NetFV 'compact'": (
-        "--add_fisher_vector=True --fc_netvlad_circulant=True --video_level_classifier_model=MoeModel",
-        netfv(1024, 64) + fc(2 * 1024 * 64) + netfv(128, 32) + fc(2 * 128 * 32) + moe(2 * H)),
-    "exp3 dense": ("--add_dbof=True --no_audio=True --video_level_classifier_model=MoeModel",
-                   dbof(1024, 8192) + fc(8192) + moe(H)),
-    "exp3 DBoF circulant": (
-        "--add_dbof=True --no_audio=True --dbof_circulant=True --video_level_classifier_model=MoeModel",
-        dbof(1024, 8192, diag_circulant) + fc(8192) + moe(H)),
-    "exp3 fc circulant": (
-        "--add_dbof=True --no_audio=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
-        dbof(1024, 8192) + fc(8192, diag_circulant) + moe(H)),
-    "exp3 circulant MoE": (
-        "--add_dbof=True --no_audio=True --video_level_classifier_model=Circulant_MoeModel",
-        dbof(1024, 8192) + fc(8192) + circulant_moe(H)),
+    "exp2 NetFV 'compact'": netfv(1024, 64) + fc(2 * 1024 * 64) + netfv(128, 32) + fc(2 * 128 * 32) + moe(2 * H),
+    "exp3 dense": dbof(1024, 8192) + fc(8192) + moe(H),
+    "exp3 DBoF circulant": dbof(1024, 8192, diag_circulant) + fc(8192) + moe(H),
+    "exp3 fc circulant": dbof(1024, 8192) + fc(8192, diag_circulant) + moe(H),
+    "exp3 circulant MoE": dbof(1024, 8192) + fc(8192) + circulant_moe(H),
 }
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def seed_args(line: str):
-    """The model arguments of a seed command line."""
-    config, _ = parse_config(line.split() + PARAMS)
+def seed_args(name: str):
+    """The model arguments of the seed README's line ``name``."""
+    config, _ = parse_config(seed_argv(name))
     return config.model_args()
 
 
@@ -121,14 +99,18 @@ def meta_model(args):
 
 
 def test_the_issue_pins_two_totals():
-    assert SEED_LINES["exp3 dense"][1] == 45_334_632
-    assert SEED_LINES["exp2 DBoF dense"][1] == 65_761_384
+    assert COUNTS["exp3 dense"] == 45_334_632
+    assert COUNTS["exp2 DBoF dense"] == 65_761_384
+
+
+def test_every_seed_line_has_its_count():
+    assert set(COUNTS) == set(SEED_LINES)
 
 
 @pytest.mark.parametrize("name", SEED_LINES)
 def test_seed_line_parameter_count(name):
-    line, expected = SEED_LINES[name]
-    args = seed_args(line)
+    expected = COUNTS[name]
+    args = seed_args(name)
     model = meta_model(args)
     report = parameter_report(model, args)
     assert report["total"] == expected
@@ -143,14 +125,14 @@ def test_seed_line_parameter_count(name):
                                            ("exp3 DBoF circulant", "exp3 dense"),
                                            ("exp3 fc circulant", "exp3 dense")])
 def test_dense_equivalent_of_a_compact_model_is_the_dense_model(compact, dense):
-    args = seed_args(SEED_LINES[compact][0])
+    args = seed_args(compact)
     report = parameter_report(meta_model(args), args)
-    assert report["dense_total"] == SEED_LINES[dense][1]
-    assert report["compression"] == pytest.approx(SEED_LINES[dense][1] / SEED_LINES[compact][1])
+    assert report["dense_total"] == COUNTS[dense]
+    assert report["compression"] == pytest.approx(COUNTS[dense] / COUNTS[compact])
 
 
 def test_report_components_of_the_exp2_dense_model():
-    args = seed_args(SEED_LINES["exp2 DBoF dense"][0])
+    args = seed_args("exp2 DBoF dense")
     report = parameter_report(meta_model(args), args)
     rows = {row["name"]: row for row in report["components"]}
     assert list(rows) == ["video.dbof.embedding", "video.dbof.fc", "audio.dbof.embedding", "audio.dbof.fc",
@@ -164,24 +146,24 @@ def test_report_components_of_the_exp2_dense_model():
 
 
 def test_sign_diagonals_are_buffers_not_parameters():
-    args = seed_args(SEED_LINES["exp1 fc circulant, +-1 diagonal"][0])
+    args = seed_args("exp1 fc circulant, +-1 diagonal")
     report = parameter_report(meta_model(args), args)
-    dense_report = parameter_report(meta_model(seed_args(SEED_LINES["exp1 dense"][0])), args)
+    dense_report = parameter_report(meta_model(seed_args("exp1 dense")), args)
     assert report["buffers"] - dense_report["buffers"] == 8192 + 4096
 
 
 def test_params_command_json(capsys):
-    assert main(["params", *SEED_LINES["exp3 circulant MoE"][0].split(), *PARAMS, "--json"]) == 0
+    assert main(["params", *seed_argv("exp3 circulant MoE"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["total"] == SEED_LINES["exp3 circulant MoE"][1]
+    assert report["total"] == COUNTS["exp3 circulant MoE"]
     assert report["classifier"] == "Circulant_MoeModel"
     assert {row["name"] for row in report["components"]} == {"video.dbof.embedding", "video.dbof.fc", "classifier"}
 
 
 def test_params_command_table(capsys):
-    assert main(["params", *SEED_LINES["exp2 DBoF fc circulant"][0].split(), *PARAMS]) == 0
+    assert main(["params", *seed_argv("exp2 DBoF fc circulant")]) == 0
     out = capsys.readouterr().out
-    assert f"{SEED_LINES['exp2 DBoF fc circulant'][1]:,}" in out
+    assert f"{COUNTS['exp2 DBoF fc circulant']:,}" in out
     assert "video.dbof.fc" in out and "circulant" in out and "float16" in out
 
 
@@ -201,7 +183,7 @@ def test_params_command_reports_flag_errors(capsys):
 @pytest.mark.parametrize("name", [n for n in SEED_LINES if n not in ("exp1 dense", "exp2 NetFV 'compact'")])
 def test_full_size_seed_model_trains_one_step_on_cpu(name):
     """Every distinct seed model, at full size, runs forward and backward on a batch of 2 videos."""
-    args = seed_args(SEED_LINES[name][0])
+    args = seed_args(name)
     torch.manual_seed(0)
     model = create_model(args)
     frames = torch.nn.functional.normalize(torch.randn(2, args.n_bagging, args.iterations, 1152), dim=-1)

@@ -21,6 +21,7 @@ from compactvid.cli import main
 from compactvid.config import Config
 from compactvid.errors import ConfigError
 from compactvid.train import check_resume_flags, clip_gradient_norms, create_optimizer, learning_rate
+from seed_commands import SEED_LINES, seed_argv
 from tiny_dataset import TINY_FLAGS, write_tiny_dataset
 
 TRAIN_VIDEOS, BATCH = 30, 4
@@ -301,29 +302,6 @@ def test_num_gpu_processes_stop_together_on_sigterm_with_a_checkpoint(tmp_path, 
 
 # --- the seed README's command lines -----------------------------------------------------------------
 
-SEED_PARAMS = (  # the README's PARAMS with TRAIN_FOLDER and N_GPUS expanded
-    "--train_data_pattern={folder}train*.tfrecord,{folder}validate[A-Za-z]*.tfrecord --frame_features=True "
-    "--feature_names=rgb,audio --feature_sizes=1024,128 --iterations=15 --sample_random_frames=True --num_gpu=4 "
-    "--num_readers=100 --batch_size=80 --num_epochs=15 --base_learning_rate=0.0002 --learning_rate_decay=0.8 "
-    "--data_augmentation=True --n_bagging=10 --moe_num_mixtures=4 --moe_add_batch_norm=True --k_factor=1 "
-    "--dbof_cluster_size=8192 --fc_hidden_size=512 --fv_cluster_size=64 --netvlad_cluster_size=64 "
-    "--model=CirulantDiagonalNetwork --start_new_model")
-SEED_LINES = [  # the 12 experiment lines, `python3 code/train.py --train_dir=${OUT_FOLDER}` removed
-    "--add_dbof=True --video_level_classifier_model=MoeModel",
-    "--add_dbof=True --use_d_matrix=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
-    "--add_dbof=True --video_level_classifier_model=MoeModel",
-    "--add_dbof=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
-    "--add_netvlad=True --video_level_classifier_model=MoeModel",
-    "--add_netvlad=True --fc_netvlad_circulant=True --video_level_classifier_model=MoeModel",
-    "--add_fisher_vector=True --video_level_classifier_model=MoeModel",
-    "--add_fisher_vector=True --fc_netvlad_circulant=True --video_level_classifier_model=MoeModel",
-    "--add_dbof=True --no_audio=True --video_level_classifier_model=MoeModel",
-    "--add_dbof=True --no_audio=True --dbof_circulant=True --video_level_classifier_model=MoeModel",
-    "--add_dbof=True --no_audio=True --fc_dbof_circulant=True --video_level_classifier_model=MoeModel",
-    "--add_dbof=True --no_audio=True --video_level_classifier_model=Circulant_MoeModel",
-]
-
-
 @pytest.fixture(scope="module")
 def full_size_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("yt8m")
@@ -342,10 +320,9 @@ def out_folder():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("line", SEED_LINES)
-def test_the_seed_readme_command_lines_train_a_step(line, full_size_data, out_folder):
-    argv = [f"--train_dir={out_folder}", *line.split(), *SEED_PARAMS.format(folder=full_size_data).split(),
-            "--max_steps=1"]
+@pytest.mark.parametrize("name", SEED_LINES)
+def test_the_seed_readme_command_lines_train_a_step(name, full_size_data, out_folder):
+    argv = [f"--train_dir={out_folder}", *seed_argv(name, full_size_data), "--max_steps=1"]
     assert main(["train", *argv]) == 0
     assert newest_position(out_folder)["step"] == 1
 
