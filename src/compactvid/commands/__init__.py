@@ -1,0 +1,1 @@
+"""The subcommands of `compactvid`, one module each, registered in `compactvid.cli`."""
