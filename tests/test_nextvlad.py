@@ -2,16 +2,28 @@
 per-group reference written from their equations, shapes, bagging, compact switches, training steps."""
 
 import functools
+import json
 import math
+import os
+import shlex
+import shutil
+import tempfile
 
 import pytest
 import torch
 
+from compactvid.cli import main
+from compactvid.errors import ConfigError
+from compactvid.flags import parse_config
 from compactvid.layers.circulant import CirculantLinear
 from compactvid.layers.gating import SEGating
 from compactvid.layers.initializers import variance_scaling_
 from compactvid.models.classifiers import LogisticModel
+from compactvid.models.flag_effects import ineffective_flags
 from compactvid.models.nextvlad import NeXtVLAD, NeXtVLADModel
+from compactvid.models.registry import create_model
+from compactvid.models.report import parameter_report
+from tiny_dataset import write_tiny_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -165,3 +177,98 @@ def test_training_steps_fit_a_batch(switches):
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert losses[-1] < 0.7 * losses[0]
+
+
+# --- through the registry and the command line ---------------------------------------------------------
+
+# Their scripts/train_nextvlad_local.sh: its `parameters`, then its train.py line with ${datapath} and
+# ${train_dir} to fill in, verbatim (the space-separated --learning_rate_decay_examples and --max_step too).
+THEIR_PARAMETERS = ("--groups=8 --nextvlad_cluster_size=128 --nextvlad_hidden_size=2048 --expansion=2 "
+                    "--gating_reduction=8 --drop_rate=0.5")
+THEIR_TRAIN_LINE = (
+    "{parameters} --model=NeXtVLADModel  --num_readers=8 --learning_rate_decay_examples 2000000 "
+    "--video_level_classifier_model=LogisticModel --label_loss=CrossEntropyLoss --start_new_model=False "
+    "--train_data_pattern={datapath}/train*.tfrecord --train_dir={train_dir} --frame_features=True "
+    "--feature_names=\"rgb,audio\" --feature_sizes=\"1024,128\" --batch_size=80 --base_learning_rate=0.0002 "
+    "--learning_rate_decay=0.8 --l2_penalty=1e-5 --max_step=700000 --num_gpu=2")
+
+
+def their_argv(datapath: str, train_dir: str) -> list[str]:
+    return shlex.split(THEIR_TRAIN_LINE.format(parameters=THEIR_PARAMETERS, datapath=datapath, train_dir=train_dir))
+
+
+def test_their_script_flags_build_their_model():
+    config, _ = parse_config(their_argv("data", "run"))
+    assert (config.max_steps, config.learning_rate_decay_examples, config.l2_penalty) == (700000, 2e6, 1e-5)
+    with torch.device("meta"):
+        model = create_model(config.model_args())
+    assert isinstance(model, NeXtVLADModel) and n_params(model) == 88_889_378
+    assert isinstance(model.classifier, LogisticModel) and model.classifier.l2_penalty == 1e-5
+    assert model.dropout.p == 0.5 and model.gating.squeeze.out_features == 2048 // 8
+    assert ineffective_flags(config.model_args()) == []
+
+
+def test_compact_switches_through_the_flags():
+    flags = ["--model=NeXtVLADModel", "--nextvlad_cluster_size=128", "--nextvlad_hidden_size=2048", "--k_factor=2"]
+    dense = parameter_report(*create_meta(flags))["components"]
+    compact = parameter_report(*create_meta(flags + ["--fc_nextvlad_circulant", "--nextvlad_expansion_circulant",
+                                                     "--nextvlad_cluster_circulant", "--gating_circulant"]))
+    rows = {row["name"]: row for row in compact["components"]}
+    # Diagonal-circulant, learned diagonal, 2 factors: 2 * 2 * n weights per block of n = in_features.
+    assert rows["nextvlad.fc"]["params"] == 4 * 36864 + 2 * 2048  # + hidden batch norm
+    assert rows["nextvlad.gating"]["params"] == 4 * 2048 + 8 * 4 * 256 + 2 * 256  # W1, W2 (8 blocks), BN
+    video = 4 * 1024 * 2 + 2048 + (2048 * 8 + 8) + 4 * 2048 + 2 * 1024 + 256 * 128 + 2 * 128 * 256
+    assert rows["video.nextvlad.embedding"]["params"] == video
+    assert [row["dense_params"] for row in compact["components"]] == [row["params"] for row in dense]
+    assert rows["classifier"]["circulant"] is False and rows["nextvlad.fc"]["circulant"] is True
+
+
+def test_gating_circulant_in_the_papers_network():
+    report = parameter_report(*create_meta(["--add_dbof", "--dbof_cluster_size=64", "--fc_hidden_size=32",
+                                            "--num_classes=3862", "--gating_circulant"]))
+    gating = next(row for row in report["components"] if row["name"] == "classifier.gating")
+    assert gating["params"] == 2 * 3862 + 2 * 3862  # circulant vector and learned diagonal, batch norm
+    assert gating["dense_params"] == 3862 ** 2 + 2 * 3862 and gating["circulant"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model=NeXtVLADModel", "--add_dbof"], "--add_dbof=True has no effect: --model=NeXtVLADModel does not"),
+    (["--add_dbof", "--groups=4"], "--groups=4 has no effect: only --model=NeXtVLADModel reads it"),
+    (["--add_dbof", "--gating_circulant", "--MoE_gating=False"], "--gating_circulant=True has no effect"),
+    (["--add_dbof", "--l2_penalty=1e-5"], "--l2_penalty=1e-05 has no effect: only LogisticModel"),
+    (["--model=NeXtVLADModel", "--k_factor=2"], "--k_factor=2 has no effect"),
+])
+def test_flags_without_effect_are_named(flags, message):
+    config, _ = parse_config(flags)
+    assert any(m.startswith(message) for m in ineffective_flags(config.model_args()))
+
+
+def test_groups_that_do_not_divide_are_refused_naming_the_flags():
+    config, _ = parse_config(["--model=NeXtVLADModel", "--groups=3"])
+    with pytest.raises(ConfigError, match="--groups=3 .*the video NeXtVLAD"):
+        create_model(config.model_args())
+    config, _ = parse_config(["--model=NeXtVLADModel", "--groups=1"])
+    with pytest.raises(ConfigError, match="audio NeXtVLAD .* 0 groups"):
+        create_model(config.model_args())
+
+
+def create_meta(flags):
+    """(model on the meta device, its ModelArgs) for a command line."""
+    args = parse_config(flags)[0].model_args()
+    with torch.device("meta"):
+        return create_model(args), args
+
+
+@pytest.mark.slow
+def test_their_script_trains_a_step(tmp_path):
+    data = tmp_path / "data"
+    write_tiny_dataset(str(data), 2, num_files=1, rgb=1024, audio=128, classes=3862)
+    # A checkpoint of their model with Adam's moments is about 1 GB: in memory where there is room.
+    in_memory = os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free > 4 * 2**30
+    run = tempfile.mkdtemp(prefix="compactvid-nextvlad-", dir="/dev/shm" if in_memory else str(tmp_path))
+    try:
+        assert main(["train", *their_argv(str(data), run), "--max_steps=1"]) == 0
+        with open(os.path.join(run, "params.json")) as f:
+            assert json.load(f)["total"] == 88_889_378
+    finally:
+        shutil.rmtree(run, ignore_errors=True)

@@ -115,6 +115,27 @@ class Config:
                                      "Batch norm inside the MoE's output context gating.")
     MoE_gating: bool = _flag(_M.MoE_gating, "model", "Context gating on the MoE's class probabilities.")
     moe_l2: float = _flag(_M.moe_l2, "model", "L2 penalty on the MoE gate and expert weights.")
+    l2_penalty: float = _flag(_M.l2_penalty, "model", "L2 penalty on LogisticModel's weights (NeXtVLAD's flag; "
+                              "its authors' script sets 1e-5).")
+
+    # --- model: NeXtVLADModel (its authors' flags, github linrongc/youtube-8m) ------------------------
+    nextvlad_cluster_size: int = _flag(_M.nextvlad_cluster_size, "model",
+                                       "NeXtVLAD clusters per group (audio uses half).")
+    nextvlad_hidden_size: int = _flag(_M.nextvlad_hidden_size, "model", "Width of the hidden FC after NeXtVLAD.")
+    groups: int = _flag(_M.groups, "model", "Groups of the video NeXtVLAD (audio uses half).")
+    expansion: int = _flag(_M.expansion, "model", "NeXtVLAD's expansion ratio of the frame features.")
+    gating_reduction: int = _flag(_M.gating_reduction, "model",
+                                  "Bottleneck ratio of NeXtVLADModel's SE context gating.")
+    drop_rate: float = _flag(_M.drop_rate, "train", "Dropout rate on the NeXtVLAD descriptors (0: none).")
+    fc_nextvlad_circulant: bool = _flag(_M.fc_nextvlad_circulant, "model",
+                                        "Compact (diagonal-circulant) hidden FC after NeXtVLAD.")
+    nextvlad_expansion_circulant: bool = _flag(_M.nextvlad_expansion_circulant, "model",
+                                               "Compact (diagonal-circulant) expansion FC in NeXtVLAD.")
+    nextvlad_cluster_circulant: bool = _flag(_M.nextvlad_cluster_circulant, "model",
+                                             "Compact (diagonal-circulant) cluster projection in NeXtVLAD.")
+    gating_circulant: bool = _flag(_M.gating_circulant, "model",
+                                   "Compact (diagonal-circulant) context gating: MoeModel's (--MoE_gating) and "
+                                   "NeXtVLADModel's SE gating.")
     batch_norm_decay: float = _flag(
         _M.batch_norm_decay, "train", "Decay of the batch-norm moving averages used at evaluation (TF-slim's "
         "default, as the original). Short runs need less, e.g. 0.9: after S steps the averages hold "

@@ -18,6 +18,10 @@ from compactvid.ignored_flags import IGNORED_FLAGS
 
 log = logging.getLogger(__name__)
 
+# Other spellings of a flag that the originals' scripts use: TensorFlow's flags of their time parsed with
+# argparse, which takes any unambiguous prefix, and NeXtVLAD's training script passes --max_step.
+ALIASES = {"max_steps": ("max_step",)}
+
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
@@ -47,8 +51,9 @@ def _add_flag(group: argparse._ArgumentGroup, name: str, kind: type, help_text: 
         group.add_argument(f"--no{name}", dest=name, action="store_false", default=argparse.SUPPRESS,
                            help=argparse.SUPPRESS)
     else:
-        group.add_argument(f"--{name}", type=kind, default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
-                           help=help_text)
+        spellings = [f"--{spelling}" for spelling in (name, *ALIASES.get(name, ()))]
+        group.add_argument(*spellings, dest=name, type=kind, default=argparse.SUPPRESS,
+                           metavar=kind.__name__.upper(), help=help_text)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, groups: Sequence[str]) -> None:

@@ -36,7 +36,8 @@ EMBEDDINGS: dict[str, Embedding] = {
 }
 
 _POSITIVE = ("num_classes", "iterations", "n_bagging", "dbof_cluster_size", "netvlad_cluster_size",
-             "fv_cluster_size", "fc_hidden_size", "moe_num_mixtures", "k_factor")
+             "fv_cluster_size", "fc_hidden_size", "moe_num_mixtures", "k_factor", "nextvlad_cluster_size",
+             "nextvlad_hidden_size", "groups", "expansion", "gating_reduction")
 POOLING_METHODS = ("max", "average")
 
 
@@ -84,6 +85,17 @@ class ModelArgs:
     moe_add_batch_norm: bool = True
     MoE_gating: bool = True
     moe_l2: float = 1e-8
+    l2_penalty: float = 1e-8
+    nextvlad_cluster_size: int = 64
+    nextvlad_hidden_size: int = 1024
+    groups: int = 8
+    expansion: int = 2
+    gating_reduction: int = 8
+    drop_rate: float = 0.5
+    fc_nextvlad_circulant: bool = False
+    nextvlad_expansion_circulant: bool = False
+    nextvlad_cluster_circulant: bool = False
+    gating_circulant: bool = False
     batch_norm_decay: float = 0.999
 
     def embeddings(self) -> list[str]:
@@ -106,5 +118,7 @@ class ModelArgs:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be a positive integer")
         if self.dbof_pooling_method not in POOLING_METHODS:
             raise ConfigError(f"--dbof_pooling_method={self.dbof_pooling_method!r}: use max or average")
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ConfigError(f"--drop_rate={self.drop_rate}: must be in [0, 1), e.g. 0.5")
         if not 0.0 <= self.batch_norm_decay < 1.0:
             raise ConfigError(f"--batch_norm_decay={self.batch_norm_decay}: must be in [0, 1), e.g. 0.999")

@@ -17,7 +17,7 @@ Every classifier exposes ``regularization_loss()``: ``l2 * sum(w**2) / 2`` over 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,9 @@ from torch import Tensor, nn
 from compactvid.layers.batch_norm import SLIM_DECAY
 from compactvid.layers.circulant import CirculantLinear
 from compactvid.layers.gating import ContextGating
+from compactvid.layers.initializers import LinearFactory
 from compactvid.models.args import ModelArgs
+from compactvid.models.compact import compact_layer
 from compactvid.models.report import Component
 
 __all__ = ["LogisticModel", "MoeModel", "CLASSIFIERS", "MIXTURES", "MOE_PROJECTIONS", "create_classifier", "l2_loss"]
@@ -79,6 +81,7 @@ class MoeModel(nn.Module):
         k_factor: factors per diagonal-circulant block.
         output_gating: context gating on the class probabilities.
         gating_batch_norm: batch norm inside that gating.
+        gating_compact: ``None`` (dense gating) or the factory of its structured projection (``--gating_circulant``).
         l2_penalty: L2 penalty on the gate and expert weights.
         batch_norm_decay: decay of the gating's batch-norm moving averages.
 
@@ -87,7 +90,8 @@ class MoeModel(nn.Module):
 
     def __init__(self, input_size: int, num_classes: int, num_mixtures: int = 2, *, projection: str = "dense",
                  k_factor: int = 1, output_gating: bool = True, gating_batch_norm: bool = True,
-                 l2_penalty: float = 1e-8, batch_norm_decay: float = SLIM_DECAY) -> None:
+                 gating_compact: Optional[LinearFactory] = None, l2_penalty: float = 1e-8,
+                 batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         if projection not in MOE_PROJECTIONS:
             raise ValueError(f"MoeModel projection must be one of {MOE_PROJECTIONS}, got {projection!r}")
@@ -102,7 +106,7 @@ class MoeModel(nn.Module):
             diag = "none" if projection == "circulant" else "learned"
             self.gates = CirculantLinear(input_size, gate_size, bias=False, diag=diag, k_factor=k_factor)
             self.experts = CirculantLinear(input_size, expert_size, bias=True, diag=diag, k_factor=k_factor)
-        self.gating = (ContextGating(num_classes, gating_batch_norm, batch_norm_decay=batch_norm_decay)
+        self.gating = (ContextGating(num_classes, gating_batch_norm, gating_compact, batch_norm_decay)
                        if output_gating else None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -134,8 +138,9 @@ def _moe(projection: str) -> Callable[[ModelArgs, int], nn.Module]:
         k_factor = args.k_factor if projection == "diagonal_circulant" else 1
         return MoeModel(input_size, args.num_classes, args.moe_num_mixtures, projection=projection,
                         k_factor=k_factor, output_gating=dense and args.MoE_gating,
-                        gating_batch_norm=args.moe_add_batch_norm, l2_penalty=args.moe_l2 if dense else 0.0,
-                        batch_norm_decay=args.batch_norm_decay)
+                        gating_batch_norm=args.moe_add_batch_norm,
+                        gating_compact=compact_layer(args, args.gating_circulant),
+                        l2_penalty=args.moe_l2 if dense else 0.0, batch_norm_decay=args.batch_norm_decay)
     return build
 
 
@@ -147,7 +152,7 @@ MIXTURES: dict[str, str] = {
 }
 
 CLASSIFIERS: dict[str, Callable[[ModelArgs, int], nn.Module]] = {
-    "LogisticModel": lambda args, input_size: LogisticModel(input_size, args.num_classes),
+    "LogisticModel": lambda args, input_size: LogisticModel(input_size, args.num_classes, args.l2_penalty),
     **{name: _moe(projection) for name, projection in MIXTURES.items()},
 }
 

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 from compactvid.models.args import EMBEDDINGS, ModelArgs
 from compactvid.models.classifiers import MIXTURES
-from compactvid.models.registry import is_frame_level
+from compactvid.models.registry import NEXTVLAD, canonical_name, is_frame_level
 
 __all__ = ["ineffective_flags"]
 
@@ -32,9 +32,29 @@ def _circulant_fcs(s: _Setting) -> bool:
     return any(getattr(s.args, EMBEDDINGS[emb].fc_circulant_flag) for emb in s.embeddings)
 
 
+def _nextvlad(s: _Setting) -> bool:
+    return canonical_name(s.args.model) == NEXTVLAD
+
+
+def _context_gating(s: _Setting) -> bool:
+    return _nextvlad(s) or (MIXTURES.get(s.classifier) == "dense" and s.args.MoE_gating)
+
+
 def _diagonal_circulant_layers(s: _Setting) -> bool:
-    return (_circulant_fcs(s) or ("dbof" in s.embeddings and s.args.dbof_circulant)
+    if _nextvlad(s):
+        compact = any(getattr(s.args, flag) for flag in _NEXTVLAD_SWITCHES) or s.args.gating_circulant
+    else:
+        compact = _circulant_fcs(s) or ("dbof" in s.embeddings and s.args.dbof_circulant)
+    return (compact or (s.args.gating_circulant and _context_gating(s))
             or MIXTURES.get(s.classifier) == "diagonal_circulant")
+
+
+# NeXtVLADModel's own flags: no other model reads them.
+_NEXTVLAD_SWITCHES = ("fc_nextvlad_circulant", "nextvlad_expansion_circulant", "nextvlad_cluster_circulant")
+_NEXTVLAD_ONLY = ("nextvlad_cluster_size", "nextvlad_hidden_size", "groups", "expansion", "gating_reduction",
+                  "drop_rate", *_NEXTVLAD_SWITCHES)
+# Flags every frame-level model reads (the paper's network reads all of _NETWORK_ONLY).
+_FRAME_LEVEL = ("iterations", "sample_random_frames", "n_bagging", "no_audio", "video_level_classifier_model")
 
 
 # Flag -> (does it act in this setting?, why not) for frame-level networks.
@@ -66,6 +86,9 @@ _CLASSIFIER_RULES: dict[str, tuple[Callable[[_Setting], bool], str]] = {
                            "it acts inside MoeModel's output context gating (--MoE_gating)"),
     "moe_l2": (lambda s: MIXTURES.get(s.classifier) == "dense", "only MoeModel's dense weights are penalized"),
     "k_factor": (_diagonal_circulant_layers, "no layer is diagonal-circulant"),
+    "gating_circulant": (_context_gating, "there is no context gating (MoeModel with --MoE_gating, or "
+                         "NeXtVLADModel)"),
+    "l2_penalty": (lambda s: s.classifier == "LogisticModel", "only LogisticModel reads it (MoeModel: --moe_l2)"),
 }
 
 
@@ -83,8 +106,12 @@ def ineffective_flags(args: ModelArgs) -> list[str]:
             continue
         if name in _CLASSIFIER_RULES:
             acts, why = _CLASSIFIER_RULES[name]
-        elif name in _NETWORK_ONLY and not frame_level:
+        elif name in (*_NETWORK_ONLY, *_NEXTVLAD_ONLY) and not frame_level:
             acts, why = (lambda s: False), f"--model={args.model} is a video-level model"
+        elif name in _NEXTVLAD_ONLY:
+            acts, why = _nextvlad, f"only --model={NEXTVLAD} reads it"
+        elif name in _NETWORK_ONLY and name not in _FRAME_LEVEL and _nextvlad(setting):
+            acts, why = (lambda s: False), f"--model={NEXTVLAD} does not read it (the paper's network does)"
         elif name in _NETWORK_RULES:
             acts, why = _NETWORK_RULES[name]
         else:

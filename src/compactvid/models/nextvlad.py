@@ -33,13 +33,17 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from compactvid.layers.batch_norm import batch_norm
+from compactvid.errors import ConfigError
+from compactvid.layers.batch_norm import SLIM_DECAY, batch_norm
 from compactvid.layers.gating import SEGating
 from compactvid.layers.initializers import LinearFactory, slim_linear, variance_scaling_
 from compactvid.models.aggregation import l2_normalize
+from compactvid.models.args import ModelArgs
+from compactvid.models.classifiers import CLASSIFIERS, create_classifier
+from compactvid.models.compact import compact_layer
 from compactvid.models.report import Component
 
-__all__ = ["NeXtVLAD", "NeXtVLADModel"]
+__all__ = ["NeXtVLAD", "NeXtVLADModel", "create_nextvlad_model"]
 
 
 class NeXtVLAD(nn.Module):
@@ -52,6 +56,7 @@ class NeXtVLAD(nn.Module):
         expansion: lambda, the expansion ratio.
         expansion_compact, cluster_compact: ``None`` (dense) or the factory of a structured layer for the
             expansion FC and the cluster projection W.
+        batch_norm_decay: decay of the batch norms' moving averages.
 
     Trainable parameters (dense): ``(F + 1) lambda F`` (expansion) + ``(lambda F + 1) G`` (attention) +
     ``lambda F G K + 2 G K`` (assignment and its batch norm) + ``3 K lambda F / G`` (centers and the
@@ -59,8 +64,8 @@ class NeXtVLAD(nn.Module):
     """
 
     def __init__(self, feature_size: int, cluster_size: int, groups: int, expansion: int = 2,
-                 expansion_compact: Optional[LinearFactory] = None,
-                 cluster_compact: Optional[LinearFactory] = None) -> None:
+                 expansion_compact: Optional[LinearFactory] = None, cluster_compact: Optional[LinearFactory] = None,
+                 batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         expanded = expansion * feature_size
         if groups <= 0 or expanded % groups:
@@ -72,10 +77,10 @@ class NeXtVLAD(nn.Module):
         self.expand = slim_linear(feature_size, expanded, True, expansion_compact)
         self.attention = slim_linear(expanded, groups, True)
         self.assignment = slim_linear(expanded, groups * cluster_size, False, cluster_compact)
-        self.assignment_norm = batch_norm(groups * cluster_size)
+        self.assignment_norm = batch_norm(groups * cluster_size, batch_norm_decay)
         # Their centers are a [1, lambda F / G, K] variable: fan-in lambda F / G.
         self.centers = nn.Parameter(variance_scaling_(torch.empty(self.group_size, cluster_size), self.group_size))
-        self.output_norm = batch_norm(self.output_size)
+        self.output_norm = batch_norm(self.output_size, batch_norm_decay)
 
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, T, feature_size] -> [batch, output_size]``."""
@@ -105,25 +110,26 @@ class NeXtVLADModel(nn.Module):
             ``--gating_reduction``, ``--drop_rate`` (dropout before the hidden FC, when positive).
         fc_compact, expansion_compact, cluster_compact, gating_compact: ``None`` (dense) or the factory
             of a structured layer for the hidden FC, the expansion FCs, the cluster projections, the SE gating.
+        batch_norm_decay: decay of every batch norm's moving averages.
     """
 
     def __init__(self, modality_sizes: dict[str, int], classifier: nn.Module, cluster_size: int = 64,
                  hidden_size: int = 1024, groups: int = 8, expansion: int = 2, gating_reduction: int = 8,
                  drop_rate: float = 0.5, *, fc_compact: Optional[LinearFactory] = None,
                  expansion_compact: Optional[LinearFactory] = None, cluster_compact: Optional[LinearFactory] = None,
-                 gating_compact: Optional[LinearFactory] = None) -> None:
+                 gating_compact: Optional[LinearFactory] = None, batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         self.input_size = sum(modality_sizes.values())
         self.modality_sizes = dict(modality_sizes)
         self.aggregations = nn.ModuleDict({
             modality: NeXtVLAD(size, cluster_size // divisor, groups // divisor, expansion,
-                               expansion_compact, cluster_compact)
+                               expansion_compact, cluster_compact, batch_norm_decay)
             for (modality, size), divisor in zip(modality_sizes.items(), (1, 2))})
         width = sum(aggregation.output_size for aggregation in self.aggregations.values())
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.hidden = slim_linear(width, hidden_size, False, fc_compact)
-        self.hidden_norm = batch_norm(hidden_size)
-        self.gating = SEGating(hidden_size, gating_reduction, gating_compact)
+        self.hidden_norm = batch_norm(hidden_size, batch_norm_decay)
+        self.gating = SEGating(hidden_size, gating_reduction, gating_compact, batch_norm_decay)
         self.classifier = classifier
 
     def forward(self, frames: Tensor) -> Tensor:
@@ -155,3 +161,30 @@ class NeXtVLADModel(nn.Module):
         parts.append(Component("nextvlad.fc", "fc", "shared", nn.ModuleList([self.hidden, self.hidden_norm])))
         parts.append(Component("nextvlad.gating", "gating", "shared", self.gating))
         return parts + self.classifier.components()
+
+
+def create_nextvlad_model(args: ModelArgs) -> NeXtVLADModel:
+    """``--model=NeXtVLADModel`` from its arguments (their flags, the classifier, the compact switches).
+
+    Raises ConfigError when a branch's groups do not divide its expanded features or the audio branch
+    would have no cluster or group.
+    """
+    if args.video_level_classifier_model not in CLASSIFIERS:
+        raise ConfigError(f"--video_level_classifier_model={args.video_level_classifier_model}: unknown; "
+                          f"use one of {', '.join(CLASSIFIERS)}")
+    sizes = args.modality_sizes()
+    for (modality, size), divisor in zip(sizes.items(), (1, 2)):
+        groups, clusters = args.groups // divisor, args.nextvlad_cluster_size // divisor
+        if groups < 1 or clusters < 1 or (args.expansion * size) % groups:
+            raise ConfigError(
+                f"--groups={args.groups} --nextvlad_cluster_size={args.nextvlad_cluster_size}: the {modality} "
+                f"NeXtVLAD ({size} features x --expansion={args.expansion}) gets {groups} groups and "
+                f"{clusters} clusters; both must be at least 1 and the groups must divide "
+                f"{args.expansion * size} (e.g. --groups=8)")
+    classifier = create_classifier(args.video_level_classifier_model, args, args.nextvlad_hidden_size)
+    return NeXtVLADModel(
+        sizes, classifier, args.nextvlad_cluster_size, args.nextvlad_hidden_size, args.groups, args.expansion,
+        args.gating_reduction, args.drop_rate, fc_compact=compact_layer(args, args.fc_nextvlad_circulant),
+        expansion_compact=compact_layer(args, args.nextvlad_expansion_circulant),
+        cluster_compact=compact_layer(args, args.nextvlad_cluster_circulant),
+        gating_compact=compact_layer(args, args.gating_circulant), batch_norm_decay=args.batch_norm_decay)

@@ -2,6 +2,8 @@
 
 - ``CirculantDiagonalNetwork`` (also the seed's spelling ``CirulantDiagonalNetwork``): the paper's
   frame-level network, on frames ``[batch, n_bagging, iterations, dim]`` (``frame_features=True``).
+- ``NeXtVLADModel``: NeXtVLAD (Lin et al., 2018) as its authors' code, on the same frames
+  (`compactvid.models.nextvlad`).
 - ``LogisticModel``, ``MoeModel``, ``Circulant_MoeModel``, ``CirculantWithFactor_MoeModel``: the
   video-level classifiers alone, on video-level features ``[batch, dim]`` (``frame_features=False``,
   e.g. ``mean_rgb,mean_audio``).
@@ -22,12 +24,14 @@ from compactvid.errors import ConfigError
 from compactvid.models.args import ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, create_classifier
 from compactvid.models.network import CirculantDiagonalNetwork
+from compactvid.models.nextvlad import create_nextvlad_model
 
-__all__ = ["MODELS", "NETWORK", "SEED_NETWORK_SPELLING", "create_model", "is_frame_level", "canonical_name"]
+__all__ = ["MODELS", "NETWORK", "NEXTVLAD", "SEED_NETWORK_SPELLING", "create_model", "is_frame_level", "canonical_name"]
 
 NETWORK = "CirculantDiagonalNetwork"
 # The seed's README and train.py spell the network this way; its command lines must work verbatim.
 SEED_NETWORK_SPELLING = "CirulantDiagonalNetwork"
+NEXTVLAD = "NeXtVLADModel"
 
 
 def _video_level(name: str) -> Callable[[ModelArgs], nn.Module]:
@@ -39,6 +43,7 @@ def _video_level(name: str) -> Callable[[ModelArgs], nn.Module]:
 MODELS: dict[str, Callable[[ModelArgs], nn.Module]] = {
     NETWORK: CirculantDiagonalNetwork,
     SEED_NETWORK_SPELLING: CirculantDiagonalNetwork,
+    NEXTVLAD: create_nextvlad_model,
     **{name: _video_level(name) for name in CLASSIFIERS},
 }
 
@@ -50,7 +55,7 @@ def canonical_name(name: str) -> str:
 
 def is_frame_level(name: str) -> bool:
     """Whether the registered model ``name`` takes frames (else video-level features)."""
-    return canonical_name(name) == NETWORK
+    return canonical_name(name) in (NETWORK, NEXTVLAD)
 
 
 def create_model(args: ModelArgs) -> nn.Module:
