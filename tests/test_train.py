@@ -20,7 +20,8 @@ from compactvid import checkpoint as ckpt
 from compactvid.cli import main
 from compactvid.config import Config
 from compactvid.errors import ConfigError
-from compactvid.train import check_resume_flags, clip_gradient_norms, create_optimizer, learning_rate
+from compactvid.run_dir import check_resume_flags
+from compactvid.train import clip_gradient_norms, create_optimizer, learning_rate
 from seed_commands import SEED_LINES, seed_argv
 from tiny_dataset import TINY_FLAGS, write_tiny_dataset
 
@@ -278,8 +279,7 @@ import sys
 from compactvid.flags import parse_config
 from compactvid import train
 config, _ = parse_config(sys.argv[1:])
-train.prepare_train_dir(config)
-sys.exit(train._spawn(config, 2))  # what --num_gpu=2 does on a machine with 2 GPUs, here with gloo on CPU
+sys.exit(train.train_spawned(config, 2))  # what --num_gpu=2 does with 2 GPUs, here with gloo on CPU
 """
 
 

@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -52,28 +52,25 @@ from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
-from torch.distributed.algorithms.join import Join, Joinable, JoinHook
+from torch.distributed.algorithms.join import Join
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from compactvid import checkpoint as ckpt
-from compactvid.config import Config, fields_in_group
+from compactvid.config import Config
 from compactvid.data.loader import make_loader, prepare_frames
+from compactvid.distributed import (Process, StepStats, from_main, launched_by_torchrun, local_processes,
+                                    max_over_processes, process_group, spawn)
 from compactvid.errors import CompactVidError, ConfigError
 from compactvid.evaluate import evaluate
 from compactvid.losses import create_loss
 from compactvid.models.flag_effects import ineffective_flags
-from compactvid.models.registry import canonical_name, create_model
+from compactvid.models.registry import create_model
 from compactvid.models.report import parameter_report
+from compactvid.run_dir import METRICS_FILE, PARAMS_FILE, prepare_train_dir, truncate_metrics
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-PARAMS_FILE = "params.json"
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_PREFIX = "events.out.tfevents."
 
 # The seed's optimizer names (tf.train classes) -> torch.optim classes (used with torch's defaults).
 TF_OPTIMIZERS = {"AdamOptimizer": "Adam", "GradientDescentOptimizer": "SGD", "AdagradOptimizer": "Adagrad",
@@ -114,99 +111,7 @@ def create_optimizer(config: Config, parameters: Iterator[nn.Parameter]) -> torc
     return cls(parameters, lr=config.base_learning_rate)
 
 
-# --- the train_dir ------------------------------------------------------------------------------------
-
-def _comparable(config: Config) -> dict[str, Any]:
-    """The data/model flags of `config` with defaults resolved, so equal meanings compare equal
-    (--feature_names unset vs rgb,audio; the seed's spelling CirulantDiagonalNetwork)."""
-    values = {f.name: getattr(config, f.name) for f in fields_in_group("data", "model")}
-    values["feature_names"] = ",".join(config.feature_name_list)
-    values["feature_sizes"] = ",".join(map(str, config.feature_size_list))
-    values["model"] = canonical_name(config.model)
-    return values
-
-
-def check_resume_flags(saved: Config, current: Config, train_dir: str) -> None:
-    """Refuse (ConfigError) to resume a run whose data/model flags differ, naming each one."""
-    old, new = _comparable(saved), _comparable(current)
-    lines = [f"  --{name}: saved {getattr(saved, name)!r}, now {getattr(current, name)!r}"
-             for name in old if old[name] != new[name]]
-    if lines:
-        raise ConfigError(
-            f"{os.path.join(train_dir, CONFIG_FILE)}: the run in --train_dir={train_dir} was trained with "
-            f"other data/model flags, so its checkpoints do not fit:\n" + "\n".join(lines) +
-            "\nEither repeat the saved values to resume it, or start a new model: --start_new_model "
-            "(deletes that run's files) or another --train_dir.")
-
-
-def remove_previous_run(train_dir: str) -> None:
-    """Delete what `compactvid train` writes in `train_dir` (known names only; other files stay)."""
-    removed = []
-    for _, path in ckpt.list_checkpoints(train_dir):
-        os.remove(path)
-        removed.append(path)
-    ckpt.remove_temporary_files(train_dir)
-    checkpoints = ckpt.checkpoint_dir(train_dir)
-    if os.path.isdir(checkpoints) and not os.listdir(checkpoints):
-        os.rmdir(checkpoints)
-    for name in sorted(os.listdir(train_dir)):
-        if name in (CONFIG_FILE, PARAMS_FILE, METRICS_FILE) or name.startswith(TENSORBOARD_PREFIX):
-            os.remove(os.path.join(train_dir, name))
-            removed.append(name)
-    if removed:
-        log.info("--start_new_model: removed the previous run's %d files from %s", len(removed), train_dir)
-
-
-def prepare_train_dir(config: Config) -> bool:
-    """Make --train_dir ready: start over or check that the saved run fits. Returns whether to resume."""
-    train_dir = config.train_dir
-    os.makedirs(train_dir, exist_ok=True)
-    if config.start_new_model:
-        remove_previous_run(train_dir)
-    ckpt.remove_temporary_files(train_dir)
-    resume = bool(ckpt.list_checkpoints(train_dir))
-    config_path = os.path.join(train_dir, CONFIG_FILE)
-    if resume and os.path.exists(config_path):
-        check_resume_flags(Config.from_json_file(config_path), config, train_dir)
-    ckpt.write_text_atomically(config_path, config.to_json() + "\n")
-    return resume
-
-
-def truncate_metrics(path: str, step: int) -> None:
-    """Drop the lines of metrics.jsonl logged after `step` (by a run killed before its next checkpoint)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = f.readlines()
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass  # a line cut short by a kill
-    if len(kept) != len(lines):
-        ckpt.write_text_atomically(path, "".join(kept))
-
-
 # --- processes ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Process:
-    """Where this process sits: its rank among `world_size` processes and its device."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def _use_cuda(config: Config) -> bool:
     if config.device == "cuda" and not torch.cuda.is_available():
@@ -225,18 +130,12 @@ def _capped_readers(config: Config, processes: int) -> Config:
     return config
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(config: Config) -> int:
     """Run `compactvid train`: pick the processes, prepare --train_dir, train. Returns the exit status
     (0 done; 128 + signal number when stopped by SIGINT/SIGTERM after checkpointing)."""
     if not config.train_data_pattern:
         raise ConfigError("--train_data_pattern is empty: give the training TFRecord files (a glob)")
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
+    if launched_by_torchrun():
         if config.num_gpu > 1:
             log.info("--num_gpu=%d has no effect under torchrun: it started %s processes",
                      config.num_gpu, os.environ["WORLD_SIZE"])
@@ -252,132 +151,27 @@ def train(config: Config) -> int:
             log.info("--num_gpu=%d: only %d GPUs present, training on those", config.num_gpu, available)
     if processes == 1:
         return _run_process(config)
+    return train_spawned(config, processes)
+
+
+def train_spawned(config: Config, processes: int) -> int:
+    """Train in `processes` DDP processes started here (what --num_gpu=N does with N GPUs)."""
     prepare_train_dir(config)  # here, so that a refused resume is reported once, before any process starts
-    return _spawn(config, processes)
-
-
-def _spawn(config: Config, processes: int) -> int:
-    """Start `processes` DDP processes on this machine; forward SIGINT/SIGTERM to them; wait."""
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(processes)}
-    context = mp.start_processes(_spawned_process, args=(config, env), nprocs=processes, join=False,
-                                 start_method="spawn")
-    stop_signals = []
-
-    def forward(signum, _frame):
-        stop_signals.append(signum)
-        for process in context.processes:
-            if process.is_alive():
-                os.kill(process.pid, signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while True:
-            try:
-                if context.join(timeout=1):
-                    break
-            except mp.ProcessExitedException as failure:
-                # Processes report their own errors; 128+n codes are the clean stop after a signal.
-                return failure.exit_code if failure.exit_code > 0 else 1
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 128 + stop_signals[0] if stop_signals else 0
-
-
-def _spawned_process(rank: int, config: Config, env: dict[str, str]) -> None:
-    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
-    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s rank{rank} %(name)s: %(message)s")
-    try:
-        status = _run_process(config, prepared=True)
-    except CompactVidError as error:
-        if rank == 0:
-            print(f"compactvid train: error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(1)
-    if status:
-        raise SystemExit(status)
+    return spawn(functools.partial(_run_process, prepared=True), config, processes)
 
 
 def _run_process(config: Config, prepared: bool = False) -> int:
     """Train in this process: alone, or as one rank of a process group described by the environment."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    cuda = _use_cuda(config)
-    device = torch.device("cpu")
-    if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    process = Process(rank, world_size, device)
-    if process.distributed:
-        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world_size,
-                                device_id=device if cuda else None)
-    try:
-        resume = _prepare_everywhere(config, process, prepared)
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-        status = Trainer(_capped_readers(config, local_processes), process, resume).run()
+    with process_group(_use_cuda(config)) as process:
+        resume = from_main(process, lambda: bool(ckpt.list_checkpoints(config.train_dir)) if prepared
+                           else prepare_train_dir(config))
+        status = Trainer(_capped_readers(config, local_processes()), process, resume).run()
         if process.distributed:
             dist.barrier()  # rank 0 may still be writing the last checkpoint: nobody exits before it is done
         return status
-    finally:
-        if process.distributed:
-            dist.destroy_process_group()
-
-
-def _prepare_everywhere(config: Config, process: Process, prepared: bool) -> bool:
-    """Rank 0 prepares --train_dir; every rank learns whether to resume, or the error that stopped it."""
-    outcome: list[Any] = [None]
-    if process.is_main:
-        try:
-            outcome[0] = bool(ckpt.list_checkpoints(config.train_dir)) if prepared else prepare_train_dir(config)
-        except CompactVidError as error:
-            outcome[0] = error
-    if process.distributed:
-        dist.broadcast_object_list(outcome, src=0)
-    if isinstance(outcome[0], CompactVidError):
-        raise outcome[0] if process.is_main else SystemExit(1)
-    return outcome[0]
 
 
 # --- the loop -------------------------------------------------------------------------------------------
-
-class StepStats(Joinable):
-    """The per-step sums over processes: [label loss x videos, videos, stop requested, processes active].
-
-    A Joinable, so that a process whose share of the epoch ran out first (shares differ by up to one
-    batch) answers the all_reduce with zeros while the others finish, as DDP's own join hook does.
-    """
-
-    SIZE = 4
-
-    def __init__(self, process: Process) -> None:
-        super().__init__()
-        self.process = process
-
-    def reduce(self, loss_sum: torch.Tensor, videos: int, stop: bool) -> list[float]:
-        """Sum (label loss x videos, videos, stop flag, 1) over the processes still in the epoch."""
-        values = torch.cat([loss_sum.detach().reshape(1).to(torch.float64),
-                            torch.tensor([videos, float(stop), 1.0], dtype=torch.float64, device=loss_sum.device)])
-        if self.process.distributed:
-            Join.notify_join_context(self)
-            dist.all_reduce(values)
-        return values.tolist()
-
-    def join_hook(self, **kwargs: Any) -> JoinHook:
-        stats = self
-
-        class AnswerWithZeros(JoinHook):
-            def main_hook(self) -> None:
-                dist.all_reduce(torch.zeros(StepStats.SIZE, dtype=torch.float64, device=stats.process.device))
-
-        return AnswerWithZeros()
-
-    @property
-    def join_device(self) -> torch.device:
-        return self.process.device
-
-    @property
-    def join_process_group(self) -> Any:
-        return dist.group.WORLD
-
 
 @dataclass
 class Position:
@@ -723,12 +517,7 @@ class Trainer:
         data early did not count the last steps)."""
         if self.stop_signal is not None and ended == "complete":
             ended = "stopped"  # a signal during the last step of the epoch
-        if not self.process.distributed:
-            return ended
         p = self.position
-        values = torch.tensor([p.step, p.batches_in_epoch, p.examples, self._OUTCOMES.index(ended)],
-                              dtype=torch.float64, device=self.device)
-        dist.all_reduce(values, op=dist.ReduceOp.MAX)
-        step, batches, examples, outcome = values.tolist()
-        p.step, p.batches_in_epoch, p.examples = int(step), int(batches), int(examples)
-        return self._OUTCOMES[int(outcome)]
+        p.step, p.batches_in_epoch, p.examples, outcome = max_over_processes(
+            self.process, [p.step, p.batches_in_epoch, p.examples, self._OUTCOMES.index(ended)])
+        return self._OUTCOMES[outcome]
