@@ -1,9 +1,11 @@
-"""Training speed, peak memory and inference latency of the seed's models, dense against compact.
+"""Training speed, peak memory and inference latency of the seed's models and NeXtVLAD, dense against compact.
 
-For each embedding of the paper (DBoF, NetVLAD, NetFV) two networks are measured in the same run: the
-dense one (the baseline) and the compact one, with every layer of that embedding the flags can make
-circulant (DBoF: --dbof_circulant --fc_dbof_circulant; NetVLAD: --fc_netvlad_circulant; NetFV:
---fc_fisher_circulant), MoE classifier in both.
+For each family (the paper's DBoF, NetVLAD, NetFV networks, MoE classifier; NeXtVLAD, LogisticModel as
+its authors' script) three networks are measured in the same run: the dense one (the baseline), the
+compact one as the paper makes it (DBoF: --dbof_circulant --fc_dbof_circulant; NetVLAD:
+--fc_netvlad_circulant; NetFV: --fc_fisher_circulant; NeXtVLAD: --fc_nextvlad_circulant) and the fully
+compact one (every matrix above 1 M parameters structured, the circulant MoE included; the flag sets
+are `compactvid.fully_compact`'s).
 
 - training: examples/s of the training step of `compactvid train` (forward, the original's loss and L2
   penalty, backward, per-tensor gradient clipping, Adam), on a fixed batch already in memory, so that
@@ -16,9 +18,10 @@ circulant (DBoF: --dbof_circulant --fc_dbof_circulant; NetVLAD: --fc_netvlad_cir
   steps, minus what it held before (torch imported); on GPU, torch.cuda.max_memory_allocated.
 
 Profiles: ``cpu`` (default) is the experiments' small profile (--dbof_cluster_size=512
---fc_hidden_size=128 --netvlad_cluster_size=16 --fv_cluster_size=16 --n_bagging=2) with the README's
-other sizes (--iterations=15 --batch_size=80 --moe_num_mixtures=4, 3862 classes, rgb+audio 1152
-dims); ``paper`` is the README's sizes (for a GPU).
+--fc_hidden_size=128 --netvlad_cluster_size=16 --fv_cluster_size=16 --n_bagging=2; NeXtVLAD with 16
+clusters and a hidden FC of 256) with the README's other sizes (--iterations=15 --batch_size=80
+--moe_num_mixtures=4, 3862 classes, rgb+audio 1152 dims); ``paper`` is the README's sizes and
+NeXtVLAD's local script's (128 clusters, hidden FC 2048), for a GPU.
 
     python benchmarks/bench_train.py --json bench_train.json
     python benchmarks/bench_train.py --profile paper --device cuda --json bench_train_gpu.json
@@ -35,19 +38,20 @@ import resource
 import statistics
 import time
 
+from compactvid.fully_compact import FAMILIES, FULLY_COMPACT, PAPER_COMPACT
+
 PROFILES = {
     "cpu": ["--iterations=15", "--batch_size=80", "--moe_num_mixtures=4", "--n_bagging=2",
             "--dbof_cluster_size=512", "--fc_hidden_size=128", "--netvlad_cluster_size=16",
-            "--fv_cluster_size=16"],
+            "--fv_cluster_size=16", "--nextvlad_cluster_size=16", "--nextvlad_hidden_size=256"],
     "paper": ["--iterations=15", "--batch_size=80", "--moe_num_mixtures=4", "--n_bagging=10",
               "--dbof_cluster_size=8192", "--fc_hidden_size=512", "--netvlad_cluster_size=64",
-              "--fv_cluster_size=64"],
+              "--fv_cluster_size=64", "--nextvlad_cluster_size=128", "--nextvlad_hidden_size=2048"],
 }
-MODELS = {  # embedding -> (dense flags, compact flags)
-    "DBoF": (["--add_dbof"], ["--add_dbof", "--dbof_circulant", "--fc_dbof_circulant"]),
-    "NetVLAD": (["--add_netvlad"], ["--add_netvlad", "--fc_netvlad_circulant"]),
-    "NetFV": (["--add_fisher_vector"], ["--add_fisher_vector", "--fc_fisher_circulant"]),
-}
+VARIANTS = ("dense", "compact", "fully_compact")
+MODELS = {  # family -> flags of each variant
+    family: (flags, flags + PAPER_COMPACT[family], flags + FULLY_COMPACT[family])
+    for family, flags in FAMILIES.items()}
 
 
 def _rss_mb() -> float:
@@ -119,17 +123,16 @@ def _timed(fn, device: "torch.device") -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def measure_speed(dense_flags: list[str], compact_flags: list[str], device_name: str, steps: int,
-                  inference_runs: int) -> list[dict]:
-    """Training step and batch-1 inference times of the two models, measured in alternation (so that a
-    busy machine slows both alike); medians. Run in a fresh process."""
+def measure_speed(variants: list[list[str]], device_name: str, steps: int, inference_runs: int) -> list[dict]:
+    """Training step and batch-1 inference times of the models of ``variants`` (one flag list each),
+    measured in alternation (so that a busy machine slows all alike); medians. Run in a fresh process."""
     import torch
 
     device = torch.device(device_name)
-    runs = [_Run(dense_flags, device), _Run(compact_flags, device)]
+    runs = [_Run(flags, device) for flags in variants]
     for run in runs:
         run.train_step()  # warm-up: optimizer state, allocator, FFT plans
-    train = [[], []]
+    train = [[] for _ in runs]
     for _ in range(steps):
         for i, run in enumerate(runs):
             train[i].append(_timed(run.train_step, device))
@@ -137,7 +140,7 @@ def measure_speed(dense_flags: list[str], compact_flags: list[str], device_name:
         torch.set_num_threads(1)
     for run in runs:
         run.infer_one()
-    infer = [[], []]
+    infer = [[] for _ in runs]
     for _ in range(inference_runs):
         for i, run in enumerate(runs):
             infer[i].append(_timed(run.infer_one, device))
@@ -179,15 +182,23 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--steps", type=int, default=5, help="Timed training steps per model (after one warm-up).")
     parser.add_argument("--inference_runs", type=int, default=30, help="Timed batch-1 forward passes per model.")
+    parser.add_argument("--families", default=",".join(MODELS),
+                        help=f"Comma-separated families to measure (default: all of {','.join(MODELS)}).")
     parser.add_argument("--json", help="Write the results here.")
     args = parser.parse_args()
 
     rows = []
-    for embedding, variants in MODELS.items():
+    load_before = os.getloadavg()
+    families = [family for family in args.families.split(",") if family]
+    unknown = sorted(set(families) - set(MODELS))
+    if unknown:
+        parser.error(f"--families: unknown {', '.join(unknown)}; choose among {', '.join(MODELS)}")
+    for embedding in families:
+        variants = MODELS[embedding]
         profile = PROFILES[args.profile]
-        speeds = _in_fresh_process(measure_speed, profile + variants[0], profile + variants[1], args.device,
+        speeds = _in_fresh_process(measure_speed, [profile + flags for flags in variants], args.device,
                                    args.steps, args.inference_runs)
-        for variant, flags, speed in zip(("dense", "compact"), variants, speeds):
+        for variant, flags, speed in zip(VARIANTS, variants, speeds):
             memory = _in_fresh_process(measure_memory, profile + flags, args.device)
             rows.append({"embedding": embedding, "variant": variant, "flags": " ".join(flags), **speed,
                          "peak_memory_mb": memory})
@@ -195,24 +206,27 @@ def main() -> None:
 
     memory = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
     print(f"\nprofile {args.profile} on {args.device}: {' '.join(PROFILES[args.profile])}")
-    print(f"{'model':<9} {'variant':<8} {'params':>11} {'train ex/s':>11} {'step ms':>8} {'min':>7} "
+    print(f"{'model':<9} {'variant':<13} {'params':>11} {'train ex/s':>11} {'step ms':>8} {'min':>7} "
           f"{'cpu ms':>8} {memory:>12} {'infer ms/video':>15} {'min':>6}")
     for r in rows:
-        print(f"{r['embedding']:<9} {r['variant']:<8} {r['parameters']:>11,} {r['train_examples_per_sec']:>11.1f} "
+        print(f"{r['embedding']:<9} {r['variant']:<13} {r['parameters']:>11,} {r['train_examples_per_sec']:>11.1f} "
               f"{r['train_step_ms']:>8.1f} {r['train_step_min_ms']:>7.1f} {r['train_step_cpu_ms']:>8.1f} "
               f"{r['peak_memory_mb']:>12.0f} {r['inference_ms_per_video']:>15.2f} "
               f"{r['inference_min_ms_per_video']:>6.2f}")
-    for embedding in MODELS:
-        dense, compact = (r for r in rows if r["embedding"] == embedding)
-        print(f"{embedding}: compact/dense parameters {compact['parameters'] / dense['parameters']:.3f}, "
-              f"training speed x{compact['train_examples_per_sec'] / dense['train_examples_per_sec']:.2f}, "
-              f"memory x{compact['peak_memory_mb'] / max(dense['peak_memory_mb'], 1e-9):.2f}, "
-              f"inference time x{compact['inference_ms_per_video'] / dense['inference_ms_per_video']:.2f}")
+    for embedding in families:
+        dense, *compacts = (r for r in rows if r["embedding"] == embedding)
+        for compact in compacts:
+            print(f"{embedding} {compact['variant']}/dense: parameters "
+                  f"{compact['parameters'] / dense['parameters']:.3f}, training speed "
+                  f"x{compact['train_examples_per_sec'] / dense['train_examples_per_sec']:.2f}, memory "
+                  f"x{compact['peak_memory_mb'] / max(dense['peak_memory_mb'], 1e-9):.2f}, inference time "
+                  f"x{compact['inference_ms_per_video'] / dense['inference_ms_per_video']:.2f}")
     if args.json:
         import torch
 
         with open(args.json, "w") as f:
             json.dump({"profile": args.profile, "profile_flags": PROFILES[args.profile], "device": args.device,
+                       "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
                        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                    "torch": torch.__version__,
                                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},

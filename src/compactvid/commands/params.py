@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_report(report: dict) -> str:
-    """The report as a table: one row per component, then totals and sizes."""
+    """The report as a table: one row per component, then totals, sizes and the largest dense matrices."""
     row_format = "{:<30} {:<11} {:<10} {:>14} {:>14} {:>8}"
     lines = [f"model: {report['model']}   classifier: {report['classifier']}", "",
              row_format.format("component", "kind", "layers", "params", "dense", "ratio")]
@@ -51,6 +51,9 @@ def format_report(report: dict) -> str:
               row_format.format("non-trainable buffers", "", "", f"{report['buffers']:,}", "", ""),
               f"size: {report['bytes']['float32']:,} bytes at float32, {report['bytes']['float16']:,} bytes at "
               f"float16 ({report['bytes']['float32'] / 2**20:,.1f} / {report['bytes']['float16'] / 2**20:,.1f} MiB)"]
+    matrices = report["dense_matrices"]
+    lines += ["", f"largest dense matrices (of {len(matrices)}):" if matrices else "no dense matrix"]
+    lines += [f"  {m['name']:<40} {'x'.join(map(str, m['shape'])):>14} {m['params']:>14,}" for m in matrices[:5]]
     return "\n".join(lines)
 
 

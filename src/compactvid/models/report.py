@@ -3,7 +3,9 @@
 Counts follow the original: trainable parameters only (batch norm = scale + shift; running statistics
 and the fixed +-1 diagonals are buffers, reported separately as ``buffers``). The dense equivalent of a
 component is its count with every circulant layer replaced by a dense ``in x out`` matrix (plus its
-bias). `compactvid params` prints this report; training writes it to ``params.json``.
+bias). What stays dense is listed too: every trainable matrix outside a structured layer, largest first
+(the "fully compact" flag sets leave none above 1 M parameters). `compactvid params` prints this report;
+training writes it to ``params.json``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from compactvid.layers.circulant import CirculantLinear
+from compactvid.layers.structured import StructuredLinear
 from compactvid.models.args import ModelArgs
 
-__all__ = ["Component", "parameter_report", "count_parameters", "dense_equivalent"]
+__all__ = ["Component", "parameter_report", "count_parameters", "dense_equivalent", "dense_matrices"]
 
 
 class Component(NamedTuple):
@@ -47,6 +50,20 @@ def dense_equivalent(module: nn.Module) -> int:
     return total
 
 
+def dense_matrices(model: nn.Module) -> list[dict[str, Any]]:
+    """Every trainable parameter of two or more dimensions outside a structured layer, largest first:
+    ``[{"name": dotted name, "shape": [...], "params": n}]``."""
+    matrices = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, StructuredLinear):
+            continue
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad and p.dim() >= 2:
+                matrices.append({"name": f"{module_name}.{name}" if module_name else name,
+                                 "shape": list(p.shape), "params": p.numel()})
+    return sorted(matrices, key=lambda m: -m["params"])
+
+
 def _is_circulant(module: nn.Module) -> bool:
     return any(isinstance(sub, CirculantLinear) for sub in module.modules())
 
@@ -57,8 +74,8 @@ def parameter_report(model: nn.Module, args: ModelArgs) -> dict[str, Any]:
     Keys: ``model``, ``classifier``, ``components`` (list of {name, kind, modality, params,
     dense_params, circulant}), ``by_kind`` and ``by_modality`` ({group: {params, dense_params}}),
     ``total`` (trainable parameters), ``dense_total``, ``compression`` (dense_total / total),
-    ``buffers`` (non-trainable values: batch-norm statistics, fixed diagonals) and ``bytes``
-    ({"float32", "float16"}: size of the trainable parameters).
+    ``buffers`` (non-trainable values: batch-norm statistics, fixed diagonals), ``bytes``
+    ({"float32", "float16"}: size of the trainable parameters) and ``dense_matrices`` (`dense_matrices`).
     """
     components = model.components()
     rows = []
@@ -91,4 +108,5 @@ def parameter_report(model: nn.Module, args: ModelArgs) -> dict[str, Any]:
         "compression": dense_total / total if total else 1.0,
         "buffers": sum(b.numel() for b in model.buffers() if b.is_floating_point()),
         "bytes": {"float32": 4 * total, "float16": 2 * total},
+        "dense_matrices": dense_matrices(model),
     }
