@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "compactvid"
 # Part of a module: the first prefix that matches its dotted name (below `compactvid.`).
 PARTS = [
     ("cli", ("cli", "commands")),
-    ("config", ("config", "flags", "ignored_flags")),
+    ("config", ("config", "flags", "ignored_flags", "fully_compact")),
     ("layers", ("layers",)),
     ("models", ("models",)),
     ("data", ("data",)),
