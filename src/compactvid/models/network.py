@@ -32,7 +32,17 @@ from compactvid.models.args import EMBEDDINGS, ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, create_classifier
 from compactvid.models.report import Component
 
-__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding"]
+__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding", "as_bags"]
+
+
+def as_bags(frames: Tensor, input_size: int) -> Tensor:
+    """Frames as ``[batch, n_bagging, iterations, input_size]`` (``[batch, iterations, input_size]`` is one
+    bag); ValueError for any other shape."""
+    if frames.dim() == 3:
+        frames = frames.unsqueeze(1)
+    if frames.dim() != 4 or frames.shape[-1] != input_size:
+        raise ValueError(f"expected frames [batch, n_bagging, iterations, {input_size}], got {tuple(frames.shape)}")
+    return frames
 
 
 class BaggedEmbedding(nn.Module):
@@ -109,11 +119,7 @@ class CirculantDiagonalNetwork(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, n_bagging, iterations, dim]`` (or ``[batch, iterations, dim]``: one bag)
         -> probabilities ``[batch, num_classes]``."""
-        if frames.dim() == 3:
-            frames = frames.unsqueeze(1)
-        if frames.dim() != 4 or frames.shape[-1] != self.input_size:
-            raise ValueError(f"expected frames [batch, n_bagging, iterations, {self.input_size}], "
-                             f"got {tuple(frames.shape)}")
+        frames = as_bags(frames, self.input_size)
         batch, n_bags, iterations, dim = frames.shape
         # Input batch norm runs per bag, as the original normalizes each sample separately.
         bags = [self.input_norm(frames[:, i].reshape(-1, dim)).reshape(batch, iterations, dim)

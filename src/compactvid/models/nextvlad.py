@@ -41,6 +41,7 @@ from compactvid.models.aggregation import l2_normalize
 from compactvid.models.args import ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, create_classifier
 from compactvid.models.compact import compact_layer
+from compactvid.models.network import as_bags
 from compactvid.models.report import Component
 
 __all__ = ["NeXtVLAD", "NeXtVLADModel", "create_nextvlad_model"]
@@ -135,11 +136,7 @@ class NeXtVLADModel(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, n_bagging, iterations, dim]`` (or ``[batch, iterations, dim]``: one bag)
         -> probabilities ``[batch, num_classes]``."""
-        if frames.dim() == 3:
-            frames = frames.unsqueeze(1)
-        if frames.dim() != 4 or frames.shape[-1] != self.input_size:
-            raise ValueError(f"expected frames [batch, n_bagging, iterations, {self.input_size}], "
-                             f"got {tuple(frames.shape)}")
+        frames = as_bags(frames, self.input_size)
         descriptors = []
         start = 0
         for modality, size in self.modality_sizes.items():
