@@ -4,4 +4,14 @@ from compactvid.errors import CheckpointError, CompactVidError, ConfigError, Dat
 
 __version__ = "0.1.0"
 
-__all__ = ["CompactVidError", "DataError", "ConfigError", "CheckpointError", "__version__"]
+__all__ = ["CompactVidError", "DataError", "ConfigError", "CheckpointError", "__version__", "load_model",
+           "export_model"]
+
+
+def __getattr__(name: str):
+    # Lazily, so that `import compactvid` (and the CLI's --help) does not import torch's exporters.
+    if name in ("load_model", "export_model"):
+        from compactvid import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'compactvid' has no attribute {name!r}")

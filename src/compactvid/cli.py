@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model (the seed's train.py flags): CPU, GPU, --num_gpu=N GPUs, or torchrun"),
     "eval": ("eval", "evaluate a run's checkpoints: GAP@20, mAP, Hit@1, PERR, loss"),
     "inference": ("inference", "write a run's top-k predictions as a Kaggle CSV (VideoId,LabelConfidencePairs)"),
+    "export": ("export", "export a trained model as ONNX or torch.export (.pt2), float16/bfloat16/int8 weights"),
     "params": ("params", "count a model's parameters per component, dense equivalents, and bytes"),
     "experiment": ("experiment", "run one of the paper's experiments (exp1, exp2-*, exp3): table and figure"),
     "demo": ("demo", "dense vs compact DBoF model on synthetic data, side by side, in minutes on a CPU"),

@@ -3,7 +3,8 @@
 The CSV has the header ``VideoId,LabelConfidencePairs`` and one row per video:
 ``<id>,<label> <score> <label> <score> ...`` with the top-k classes by descending score, labels as
 integers and scores with ``%g``, as the original's inference.py. Rows are written batch by batch, so
-memory does not grow with the number of videos. Test files (no labels) work.
+memory does not grow with the number of videos. Test files (no labels) work. The rows come from a model
+in memory or from an exported artifact (`compactvid.export`), through the same writer.
 
 `rank_segments` scores every 5-frame segment instead, for the segment challenge's submission
 (`compactvid.segment_submission`).
@@ -12,7 +13,7 @@ memory does not grow with the number of videos. Test files (no labels) work.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, TextIO
+from typing import Callable, Iterable, TextIO
 
 import numpy as np
 import torch
@@ -31,21 +32,32 @@ def format_rows(video_ids: Iterable[str], predictions: torch.Tensor, top_k: int)
             for video_id, row_labels, row_scores in zip(video_ids, labels.tolist(), scores.tolist())]
 
 
+def write_rows(predict: Callable[[torch.Tensor], torch.Tensor | np.ndarray], loader: Iterable[dict], out: TextIO,
+               top_k: int = 20) -> int:
+    """Write the header and one row per video of `loader` to `out`; `predict` maps a batch's ``frames`` (as
+    the loader gives them) to probabilities ``[batch, classes]``. Returns the number of videos."""
+    out.write(HEADER)
+    videos = 0
+    for batch in loader:
+        predictions = torch.as_tensor(predict(batch["frames"]))
+        out.writelines(format_rows(batch["ids"], predictions, top_k))
+        videos += len(batch["ids"])
+    return videos
+
+
 def write_predictions(model: nn.Module, loader: Iterable[dict], out: TextIO, top_k: int = 20,
                       device: torch.device = torch.device("cpu"), mixed_precision: bool = False) -> int:
-    """Write the header and one row per video of `loader` to `out`. Returns the number of videos."""
+    """`write_rows` with a model in eval mode on `device`. Returns the number of videos."""
     model.eval()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
                 else contextlib.nullcontext())
-    out.write(HEADER)
-    videos = 0
+
+    def predict(frames: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return model(prepare_frames(frames.to(device, non_blocking=True)))
+
     with torch.inference_mode():
-        for batch in loader:
-            with autocast:
-                predictions = model(prepare_frames(batch["frames"].to(device, non_blocking=True)))
-            out.writelines(format_rows(batch["ids"], predictions, top_k))
-            videos += len(batch["ids"])
-    return videos
+        return write_rows(predict, loader, out, top_k)
 
 
 def rank_segments(model: nn.Module, loader: Iterable[dict], classes: np.ndarray,

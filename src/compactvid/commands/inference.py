@@ -1,7 +1,9 @@
 """Write the top-k predictions of a trained model as a Kaggle CSV (VideoId,LabelConfidencePairs).
 
-The model and its data flags come from --train_dir (config.json and the newest checkpoint). Works on
-test files without labels; rows are streamed to --output_file (any fsspec path).
+The model and its data flags come from --train_dir (config.json and the newest checkpoint), or from an
+artifact of `compactvid export` (--model=PATH.onnx or PATH.pt2, which carries the run's data flags; an
+ONNX file runs in ONNX Runtime). Works on test files without labels; rows are streamed to
+--output_file (any fsspec path).
 
 --segment_labels writes the 2019 segment challenge's submission instead: every 5-frame segment of every
 video is scored, and each class of --segment_label_ids_file gets one line `Class,Segments` of its
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trained_run_arguments(parser)
+    parser.add_argument("--model", default=None, metavar="PATH",
+                        help="An exported artifact (.onnx or .pt2) to serve instead of --train_dir's checkpoint.")
     parser.add_argument("--input_data_pattern", required=True,
                         help="Files to predict: a glob, or several separated by commas (any fsspec path).")
     parser.add_argument("--output_file", required=True, help="The CSV to write (any fsspec path).")
@@ -47,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     import fsspec
     import torch
 
-    from compactvid.data.loader import make_loader
     from compactvid.errors import ConfigError
     from compactvid.evaluate import load_trained_model
     from compactvid.inference import write_predictions
@@ -62,16 +65,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--segment_max_pred={args.segment_max_pred}: must be a positive integer")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto")
+    if args.model is not None:
+        if args.segment_labels:
+            raise ConfigError("--segment_labels ranks segments with a --train_dir's checkpoint; leave out --model")
+        return run_artifact(args)
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     config, model, state = load_trained_model(args.train_dir, device=device)
     if args.num_readers is not None:
         config = dataclasses.replace(config, num_readers=args.num_readers)
     if args.segment_labels:
         return _write_segment_submission(args, config, model, device, state["position"]["step"])
-    loader = make_loader(args.input_data_pattern, config, training=False, batch_size=args.batch_size,
-                         dequantize=False)
     with fsspec.open(args.output_file, "w") as out:
-        videos = write_predictions(model, loader, out, args.top_k, device, config.mixed_precision)
+        videos = write_predictions(model, predictions_loader(args, config), out, args.top_k, device,
+                                   config.mixed_precision)
     log.info("wrote the top %d predictions of %d videos to %s (checkpoint of step %d)", args.top_k, videos,
              args.output_file, state["position"]["step"])
     return 0
@@ -97,4 +103,39 @@ def _write_segment_submission(args: argparse.Namespace, config, model, device, s
         write_submission(out, ranking.ranked())
     log.info("wrote the best %d of %d segments for each of %d classes to %s (checkpoint of step %d)",
              min(args.segment_max_pred, len(ranking.names)), len(ranking.names), len(classes), args.output_file, step)
+    return 0
+
+
+def predictions_loader(args: argparse.Namespace, config):
+    """The loader of --input_data_pattern with `config`'s data flags (uint8 frames, in file order)."""
+    from compactvid.data.loader import make_loader
+
+    return make_loader(args.input_data_pattern, config, training=False, batch_size=args.batch_size,
+                       dequantize=False)
+
+
+def run_artifact(args: argparse.Namespace) -> int:
+    """`run` for --model: the data flags come from the artifact's metadata."""
+    import dataclasses
+
+    import fsspec
+
+    from compactvid.config import Config
+    from compactvid.data.loader import prepare_frames
+    from compactvid.errors import ConfigError
+    from compactvid.export import load_artifact
+    from compactvid.inference import write_rows
+
+    artifact = load_artifact(args.model)
+    if "config" not in artifact.metadata:
+        raise ConfigError(f"--model={args.model}: carries no run config (exported by `export_model` without "
+                          f"one); export it with `compactvid export --train_dir=...`")
+    config = Config.from_dict(artifact.metadata["config"], source=args.model)
+    if args.num_readers is not None:
+        config = dataclasses.replace(config, num_readers=args.num_readers)
+    with fsspec.open(args.output_file, "w") as out:
+        videos = write_rows(lambda frames: artifact.predict(prepare_frames(frames)),
+                            predictions_loader(args, config), out, args.top_k)
+    log.info("wrote the top %d predictions of %d videos to %s (%s)", args.top_k, videos, args.output_file,
+             args.model)
     return 0

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from compactvid.layers.circulant_export import circulant_product
 from compactvid.layers.structured import StructuredLinear
 
 __all__ = ["CirculantLinear", "DIAG_VARIANTS"]
@@ -329,9 +330,12 @@ class CirculantLinear(StructuredLinear):
         needs_backward = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, weight, diag)
         )
-        y = _CirculantFunction.apply(
-            x.reshape(-1, self.in_features), weight, diag, sign, self.out_features, needs_backward
-        )
+        rows = x.reshape(-1, self.in_features)
+        if torch.compiler.is_exporting():
+            # The autograd Function's complex spectra have no ONNX counterpart; see circulant_export.
+            y = circulant_product(rows, weight, diag, sign, self.out_features)
+        else:
+            y = _CirculantFunction.apply(rows, weight, diag, sign, self.out_features, needs_backward)
         if bias is not None:
             y = y + bias
         return y.reshape(*lead, self.out_features)
