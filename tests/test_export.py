@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from compactvid.config import Config
 from compactvid.errors import CompactVidError, ConfigError
 from compactvid.export import export_model, input_shape, load_artifact
 from compactvid.layers.circulant import CirculantLinear
 from compactvid.layers.circulant_export import circulant_product
+from compactvid.models.args import ModelArgs
 from compactvid.models.registry import MODELS, create_model, is_frame_level
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,16 +23,15 @@ COMPACT = dict(dbof_circulant=True, fc_dbof_circulant=True, fc_netvlad_circulant
                fc_moment_circulant=True, video_level_classifier_model="Circulant_MoeModel")
 
 
-def tiny_config(name: str, **flags) -> Config:
-    """A small config of registry model `name` (frame-level: every embedding)."""
-    values = dict(model=name, num_classes=5, moe_num_mixtures=2, fc_hidden_size=8, iterations=3, n_bagging=2)
+def tiny_args(name: str, **flags) -> ModelArgs:
+    """Small arguments of registry model `name` (frame-level: every embedding)."""
+    values = dict(model=name, num_classes=5, moe_num_mixtures=2, fc_hidden_size=8, iterations=3, n_bagging=2,
+                  feature_sizes=(12, 6), frame_features=is_frame_level(name))
     if is_frame_level(name):
-        values.update(feature_sizes="12,6", add_dbof=True, add_netvlad=True, add_fisher_vector=True,
-                      add_moments=True, dbof_cluster_size=16, netvlad_cluster_size=4, fv_cluster_size=4)
-    else:
-        values.update(frame_features=False, feature_names="mean_rgb,mean_audio", feature_sizes="12,6")
+        values.update(add_dbof=True, add_netvlad=True, add_fisher_vector=True, add_moments=True,
+                      dbof_cluster_size=16, netvlad_cluster_size=4, fv_cluster_size=4)
     values.update(flags)
-    return Config(**values)
+    return ModelArgs(**values)
 
 
 def trained_like(model: torch.nn.Module) -> torch.nn.Module:
@@ -67,39 +66,40 @@ REGISTRY_MODELS = sorted({builder: name for name, builder in reversed(list(MODEL
 def test_every_registry_model_exports_in_both_formats(name, compact, tmp_path):
     if compact and not is_frame_level(name):
         pytest.skip("video-level models have no compact switches of their own (Circulant_MoeModel is one)")
-    config = tiny_config(name, **(COMPACT if compact else {}))
-    model = trained_like(create_model(config))
-    frames = torch.rand(3, *input_shape(config))
+    # One bag (bags are unrolled in the graph), and without audio when compact, to keep the tracing short.
+    args = tiny_args(name, n_bagging=1, **(dict(COMPACT, no_audio=True) if compact else {}))
+    model = trained_like(create_model(args))
+    frames = torch.rand(3, *input_shape(args))
     with torch.no_grad():
         expected = model(frames).numpy()
     for format in ("onnx", "pt2"):
         path = str(tmp_path / f"model.{format}")
-        export_model(model, path, input_shape(config), format=format, metadata={"note": "x"})
+        export_model(model, path, input_shape(args), format=format, metadata={"note": "x"})
         artifact = load_artifact(path)
-        assert artifact.metadata["note"] == "x" and artifact.input_shape == input_shape(config)
+        assert artifact.metadata["note"] == "x" and artifact.input_shape == input_shape(args)
         np.testing.assert_allclose(artifact.predict(frames), expected, atol=1e-4, rtol=0)
         np.testing.assert_allclose(artifact.predict(frames[:1]), expected[:1], atol=1e-4, rtol=0)
 
 
 def test_artifact_refuses_frames_of_another_shape(tmp_path):
-    config = tiny_config("LogisticModel")
+    args = tiny_args("LogisticModel")
     path = str(tmp_path / "logistic.onnx")
-    export_model(create_model(config), path, input_shape(config))
+    export_model(create_model(args), path, input_shape(args))
     with pytest.raises(CompactVidError, match=r"expects frames \[batch, 18\], got \[2, 20\]"):
         load_artifact(path).predict(np.zeros((2, 20), np.float32))
 
 
 def test_bad_choices_and_foreign_files_are_refused(tmp_path):
-    config = tiny_config("LogisticModel")
-    model = create_model(config)
+    args = tiny_args("LogisticModel")
+    model = create_model(args)
     with pytest.raises(ConfigError, match="--format=tflite"):
-        export_model(model, str(tmp_path / "m.tflite"), input_shape(config), format="tflite")
+        export_model(model, str(tmp_path / "m.tflite"), input_shape(args), format="tflite")
     with pytest.raises(ConfigError, match="--quantize=int8 .* --dtype=float16"):
-        export_model(model, str(tmp_path / "m.onnx"), input_shape(config), dtype="float16", quantize="int8")
+        export_model(model, str(tmp_path / "m.onnx"), input_shape(args), dtype="float16", quantize="int8")
     foreign = tmp_path / "notes.onnx"
     foreign.write_text("not mine")
     with pytest.raises(ConfigError, match="not a compactvid artifact"):
-        export_model(model, str(foreign), input_shape(config))
+        export_model(model, str(foreign), input_shape(args))
     assert foreign.read_text() == "not mine"
     with pytest.raises(CompactVidError, match="not a readable onnx artifact"):
         load_artifact(str(foreign))

@@ -37,8 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from compactvid.errors import CompactVidError, ConfigError
+from compactvid.models.args import ModelArgs
 
-__all__ = ["FORMATS", "DTYPES", "QUANTIZATIONS", "export_model", "load_artifact", "Artifact"]
+__all__ = ["FORMATS", "DTYPES", "QUANTIZATIONS", "export_model", "load_artifact", "Artifact", "input_shape",
+           "load_model", "check_choices"]
 
 FORMATS = ("onnx", "pt2")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -265,10 +267,10 @@ def _open_pt2(path: str, session: bool) -> tuple[dict[str, Any], Callable | None
     return metadata, run
 
 
-def input_shape(config) -> tuple[int, ...]:
-    """One example's input shape for a run's model (``config``: its `Config`), without the batch axis."""
-    features = sum(config.feature_size_list)
-    return (config.n_bagging, config.iterations, features) if config.frame_features else (features,)
+def input_shape(args: ModelArgs) -> tuple[int, ...]:
+    """One example's input shape for the model of ``args``, without the batch axis."""
+    features = sum(args.feature_sizes)
+    return (args.n_bagging, args.iterations, features) if args.frame_features else (features,)
 
 
 def load_model(train_dir: str, checkpoint: str | None = None) -> nn.Module:

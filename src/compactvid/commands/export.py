@@ -72,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if os.path.isdir(args.output):
         raise ConfigError(f"--output={args.output}: is a directory; give the artifact's file name")
     config, model, state = load_trained_model(args.train_dir, args.checkpoint)
-    size = export_model(model, args.output, input_shape(config), format=args.format, dtype=args.dtype,
-                        quantize=args.quantize, metadata={"config": config.to_dict(),
-                                                          "step": state["position"]["step"]})
+    step = state["position"]["step"]
+    size = export_model(model, args.output, input_shape(config.model_args()), format=args.format,
+                        dtype=args.dtype, quantize=args.quantize, metadata={"config": config.to_dict(), "step": step})
     result = {"output": args.output, "format": args.format, "bytes": size, "dtype": args.dtype,
-              "quantize": args.quantize, "step": state["position"]["step"]}
+              "quantize": args.quantize, "step": step}
     if args.validate:
         result.update(validate(model, load_artifact(args.output), args.validate, config, args.batch_size))
     if args.json:
