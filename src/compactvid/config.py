@@ -67,6 +67,10 @@ class Config:
         False, "train", "Skip (and count) corrupt records instead of stopping at the first one.")
     data_augmentation: bool = _flag(
         False, "train", "Use the first and the second half of each video as two examples (same labels).")
+    segment_labels: bool = _flag(
+        False, "data", "Train on the rated 5-frame segments of the 2019 release (segment_start_times, "
+        "segment_labels, segment_scores): one example per rated segment, the loss on its rated classes only. "
+        "Validation reports the segment mAP@N. Usually with --init_from.")
 
     # --- model: network (defaults: ModelArgs's) -------------------------------------------------------
     model: str = _flag(_M.model, "model", "Model name from the registry (`compactvid params --help` lists them). "
@@ -143,6 +147,10 @@ class Config:
 
     # --- training ---------------------------------------------------------------------------------
     train_dir: str = _flag("/tmp/yt8m_model/", "train", "Directory of the run: config, checkpoints, metrics.")
+    init_from: str = _flag(
+        "", "train", "A --train_dir whose newest checkpoint initializes the model's weights when this run "
+        "starts (e.g. a video-level run to fine-tune on segments); its model flags must be these. The "
+        "optimizer, step and learning-rate schedule start anew. Ignored when resuming.")
     start_new_model: bool = _flag(
         False, "train", "Start over: remove what a previous run of compactvid wrote in --train_dir "
         "(never other files). Without it, training resumes from the newest checkpoint.")
@@ -208,6 +216,13 @@ class Config:
             raise ConfigError(f"--device={self.device!r}: use auto, cpu or cuda")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"--max_steps={self.max_steps}: must be a positive integer")
+        if self.segment_labels and not self.frame_features:
+            raise ConfigError("--segment_labels trains on 5-frame segments of frame-level data: drop "
+                              "--frame_features=False")
+        if self.segment_labels and self.label_loss != "CrossEntropyLoss":
+            raise ConfigError(f"--segment_labels weighs the loss to the rated classes, which only "
+                              f"CrossEntropyLoss does (as the starter code's); --label_loss={self.label_loss} "
+                              f"would count unrated classes as absent")
 
     # --- serialization --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

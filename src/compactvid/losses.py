@@ -3,6 +3,7 @@
 Every loss takes the model's output, `predictions` [batch, classes] (probabilities in [0, 1] for every
 model here), and multi-hot `labels` [batch, classes] in {0, 1}, and returns a scalar: a per-video value
 summed over classes, averaged over the batch. The L2 penalties of the model are added by the training loop.
+CrossEntropyLoss also takes per-term weights (segment training: only the rated classes count).
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ class CrossEntropyLoss(nn.Module):
 
     epsilon = 1e-5
 
-    def forward(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, predictions: torch.Tensor, labels: torch.Tensor,
+                label_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`label_weights` ([batch, classes], optional): each term's weight, as the official starter code's
+        segment training (1 for a segment's rated classes, 0 for the others)."""
         labels = labels.to(predictions.dtype)
         per_class = -(labels * torch.log(predictions + self.epsilon)
                       + (1 - labels) * torch.log(1 - predictions + self.epsilon))
+        if label_weights is not None:
+            per_class = per_class * label_weights.to(predictions.dtype)
         return per_class.sum(dim=1).mean()
 
 
