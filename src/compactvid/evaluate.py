@@ -2,7 +2,8 @@
 
 `evaluate` runs a model over a loader (each process its share under DDP, the metrics reduced exactly
 across processes); `load_trained_model` rebuilds a model from a --train_dir's config.json and one of
-its checkpoints; `evaluate_checkpoint` is the two together, what `compactvid eval` runs.
+its checkpoints (`initialize_from_run` loads them into a new run's model, --init_from);
+`evaluate_checkpoint` is the two together, what `compactvid eval` runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from compactvid import checkpoint as ckpt
 from compactvid.config import Config
 from compactvid.data.loader import make_loader, prepare_frames
-from compactvid.errors import CheckpointError
+from compactvid.errors import CheckpointError, ConfigError
 from compactvid.losses import create_loss
 from compactvid.metrics import EvaluationMetrics
 from compactvid.models.registry import create_model
@@ -69,6 +70,21 @@ def load_trained_model(train_dir: str, checkpoint_path: Optional[str] = None,
         raise CheckpointError(f"{checkpoint_path}: does not fit the model of {train_dir}/config.json "
                               f"({error})") from error
     return config, model.to(device).eval(), state
+
+
+def initialize_from_run(model: nn.Module, config: Config) -> int:
+    """Load into `model` (built from `config`) the weights of the newest checkpoint of
+    ``config.init_from``, a --train_dir trained with the same model flags; returns that checkpoint's
+    step. ConfigError naming each model flag that differs; CheckpointError when there is no checkpoint."""
+    saved, trained, state = load_trained_model(config.init_from)
+    differences = [f"--{name}={value!r} there, {getattr(config.model_args(), name)!r} here"
+                   for name, value in dataclasses.asdict(saved.model_args()).items()
+                   if getattr(config.model_args(), name) != value]
+    if differences:
+        raise ConfigError(f"--init_from={config.init_from}: that run's model differs from this one's "
+                          f"({'; '.join(differences)}); give this run the same model flags")
+    model.load_state_dict(trained.state_dict())
+    return state["position"]["step"]
 
 
 def evaluate_checkpoint(train_dir: str, data_pattern: str, checkpoint_path: Optional[str] = None, *,

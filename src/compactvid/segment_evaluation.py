@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from compactvid.config import Config
 from compactvid.data.loader import make_loader
 from compactvid.data.paths import expand_pattern
 from compactvid.data.yt8m import ReadReport, RecordDecoder, iter_decoded, iter_file_records
@@ -48,20 +49,29 @@ def score_submission(submission_file: str, data_pattern: str, top_n: int = 0,
     return segment_map_at_n(read_submission(submission_file), rated, top_n)
 
 
-def evaluate_segments_checkpoint(train_dir: str, data_pattern: str, checkpoint_path: Optional[str] = None, *,
-                                 batch_size: Optional[int] = None, top_n: int = 0,
-                                 max_pred: int = MAX_PREDICTIONS, device: torch.device = torch.device("cpu"),
-                                 num_readers: Optional[int] = None) -> dict:
-    """The mAP@N of a checkpoint's ranking of every segment of `data_pattern`, per class with a rated
-    positive (the only classes that count), capped at `max_pred` segments per class as a submission is.
-    Returns ``map_at_n``, ``num_classes``, ``rated_segments`` and the checkpoint's ``step``."""
-    config, model, state = load_trained_model(train_dir, checkpoint_path, device)
-    if num_readers is not None:
-        config = dataclasses.replace(config, num_readers=num_readers)
+def evaluate_segments(model: torch.nn.Module, config: Config, data_pattern: str, *, top_n: int = 0,
+                      max_pred: int = MAX_PREDICTIONS, batch_size: Optional[int] = None,
+                      device: torch.device = torch.device("cpu")) -> SegmentScore:
+    """The mAP@N of `model`'s ranking of every segment of `data_pattern` (read with `config`'s data
+    flags), per class with a rated positive (the only classes that count), capped at `max_pred` segments
+    per class as a submission is. The model is left in eval mode."""
     rated = read_rated_segments(data_pattern, config.num_classes)
     classes = np.array(sorted(label for label, count in rated.positives.items() if count > 0), dtype=np.int64)
     loader = make_loader(data_pattern, config, training=False, batch_size=batch_size, dequantize=False,
                          segments="all")
     ranking = rank_segments(model, loader, classes, max_pred, device, config.mixed_precision)
-    score = segment_map_at_n(ranking.ranked(), rated, top_n)
+    return segment_map_at_n(ranking.ranked(), rated, top_n)
+
+
+def evaluate_segments_checkpoint(train_dir: str, data_pattern: str, checkpoint_path: Optional[str] = None, *,
+                                 batch_size: Optional[int] = None, top_n: int = 0,
+                                 max_pred: int = MAX_PREDICTIONS, device: torch.device = torch.device("cpu"),
+                                 num_readers: Optional[int] = None) -> dict:
+    """`evaluate_segments` of a checkpoint of `train_dir` (default: the newest). Returns ``map_at_n``,
+    ``num_classes``, ``rated_segments`` and the checkpoint's ``step``."""
+    config, model, state = load_trained_model(train_dir, checkpoint_path, device)
+    if num_readers is not None:
+        config = dataclasses.replace(config, num_readers=num_readers)
+    score = evaluate_segments(model, config, data_pattern, top_n=top_n, max_pred=max_pred, batch_size=batch_size,
+                              device=device)
     return {**dataclasses.asdict(score), "step": state["position"]["step"]}

@@ -33,6 +33,10 @@ seed *summed* the gradients of its GPU towers, DDP *averages* them over processe
 steps 1/N the size of the seed's (before Adam's normalization, which makes the two nearly the same).
 Each process reads a disjoint share of every epoch; shares may differ by a batch, which
 torch.distributed's Join absorbs at the end of the epoch.
+
+Segments (2019 release): --segment_labels trains on the rated 5-frame segments, one example per segment,
+the loss on its rated classes only (the starter code's label weights); validation is then the segment
+mAP@N. --init_from=RUN_DIR starts a new run from the weights of another run's newest checkpoint.
 """
 
 from __future__ import annotations
@@ -63,12 +67,13 @@ from compactvid.data.loader import make_loader, prepare_frames
 from compactvid.distributed import (Process, StepStats, from_main, launched_by_torchrun, local_processes,
                                     max_over_processes, process_group, spawn)
 from compactvid.errors import CompactVidError, ConfigError
-from compactvid.evaluate import evaluate
+from compactvid.evaluate import evaluate, initialize_from_run
 from compactvid.losses import create_loss
 from compactvid.models.flag_effects import ineffective_flags
 from compactvid.models.registry import create_model
 from compactvid.models.report import parameter_report
 from compactvid.run_dir import METRICS_FILE, PARAMS_FILE, prepare_train_dir, truncate_metrics
+from compactvid.segment_evaluation import evaluate_segments
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +234,16 @@ class Trainer:
                          if self.device.type == "cuda" and config.mixed_precision else contextlib.nullcontext())
         if resume:
             self._restore()
+        elif config.init_from:
+            step = initialize_from_run(self.model, config)
+            if process.is_main:
+                log.info("weights from step %d of %s (--init_from)", step, config.init_from)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                             else None) if process.distributed else self.model)
         self.stats = StepStats(process)
         # --data_augmentation makes two examples (batch rows) of every video; `examples` counts videos.
-        self.rows_per_video = 2 if config.data_augmentation and config.frame_features else 1
+        self.rows_per_video = 2 if config.data_augmentation and config.frame_features and not config.segment_labels \
+            else 1
         self.writer = None
         self.bar = None
         if process.is_main:
@@ -318,6 +328,9 @@ class Trainer:
         if self.validated_step == self.position.step:
             return
         self.validated_step = self.position.step
+        if self.config.segment_labels:
+            self._validate_segments()
+            return
         loader = make_loader(self.config.eval_data_pattern, self.config, training=False,
                              rank=self.process.rank, world_size=self.process.world_size, dequantize=False)
         start = time.perf_counter()
@@ -331,6 +344,19 @@ class Trainer:
                        f"PERR {results['perr']:.4f}  loss {results['loss']:.4f}  "
                        f"({time.perf_counter() - start:.1f} s)")
             self._say(message)
+
+    def _validate_segments(self) -> None:
+        """Log the segment mAP@N over --eval_data_pattern as val_map_at_n (a collective: rank 0 ranks
+        every segment, the others wait)."""
+        if self.process.is_main:
+            start = time.perf_counter()
+            score = evaluate_segments(self.model, self.config, self.config.eval_data_pattern, device=self.device)
+            self._log({"val_map_at_n": score.map_at_n})
+            self._say(f"validation at step {self.position.step} (epoch {self.position.epoch + 1}): segment mAP@N "
+                      f"{score.map_at_n:.4f} over {score.num_classes} classes ({time.perf_counter() - start:.1f} s)")
+        self.model.train()
+        if self.process.distributed:
+            dist.barrier()
 
     def _say(self, message: str) -> None:
         """A line for the user (rank 0), printed above the progress bar."""
@@ -413,7 +439,8 @@ class Trainer:
         """This process's batches of the epoch in progress, after those a resumed run already consumed."""
         loader = make_loader(self.config.train_data_pattern, self.config, training=True,
                              epoch=self.position.epoch, rank=self.process.rank,
-                             world_size=self.process.world_size, dequantize=False)
+                             world_size=self.process.world_size, dequantize=False,
+                             segments="rated" if self.config.segment_labels else None)
         batches = _without_single_video_batches(self._interruptible(iter(loader)))
         for _ in range(self.position.batches_in_epoch):
             if next(batches, None) is None:
@@ -490,7 +517,9 @@ class Trainer:
         labels = batch["labels"].to(self.device, non_blocking=True)
         with self.autocast:
             predictions = self.ddp(frames)
-        label_loss = self.loss_fn(predictions.float(), labels)
+        # segments: only the rated classes count (label_weights), as the starter code's segment training
+        weights = (batch["label_weights"].to(self.device, non_blocking=True),) if "label_weights" in batch else ()
+        label_loss = self.loss_fn(predictions.float(), labels, *weights)
         loss = label_loss + self.config.regularization_penalty * self.model.regularization_loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
