@@ -138,19 +138,21 @@ def _override(argv: list[str], overrides: dict[str, str]) -> list[str]:
 SYNTHETIC_DATA = {"num_videos": 800, "num_classes": 20, "seed": 0}
 
 
-def ensure_synthetic_data(data_dir: str, num_videos: int, num_classes: int, seed: int) -> None:
-    """Generate the synthetic dataset in `data_dir` once; later calls reuse it (a marker file says done)."""
+def ensure_synthetic_data(data_dir: str, num_videos: int, num_classes: int, seed: int, segments: bool = False) -> None:
+    """Generate the synthetic dataset in `data_dir` once (with segment ratings: `segments`); later calls
+    reuse it (a marker file says done)."""
     from compactvid.data.synthetic import write_dataset
 
     marker = os.path.join(data_dir, ".compactvid-dataset.json")
-    wanted = {"num_videos": num_videos, "num_classes": num_classes, "seed": seed}
+    wanted = {"num_videos": num_videos, "num_classes": num_classes, "seed": seed, **({"segments": True} if segments
+                                                                                   else {})}
     if os.path.exists(marker):
         with open(marker) as f:
             if json.load(f) == wanted:
                 return
         raise ConfigError(f"{data_dir} holds a synthetic dataset made with other settings ({marker}); "
                           f"pass another --output_dir or --data_dir")
-    write_dataset(data_dir, num_videos, num_classes, seed, overwrite=False)
+    write_dataset(data_dir, num_videos, num_classes, seed, overwrite=False, segments=segments)
     with open(marker, "w") as f:
         json.dump(wanted, f)
 

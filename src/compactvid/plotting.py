@@ -21,18 +21,18 @@ def read_metrics(train_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def validation_curve(records: Sequence[dict]) -> list[tuple[float, float]]:
-    """[(epochs, val_gap)] of every validation, with fractional epochs = examples / examples per epoch.
+def validation_curve(records: Sequence[dict], key: str = "val_gap") -> list[tuple[float, float]]:
+    """[(epochs, record[key])] of every validation, with fractional epochs = examples / examples per epoch.
 
     Examples per epoch are those seen by the end of the first epoch (the largest `examples` logged in
     epoch 1); a run stopped inside its first epoch is plotted against that epoch's examples so far.
     """
-    validations = [r for r in records if "val_gap" in r]
+    validations = [r for r in records if key in r]
     if not validations:
         return []
     per_epoch = max(r["examples"] for r in records if r["epoch"] == 1) if any(
         r["epoch"] == 1 for r in records) else max(r["examples"] for r in records)
-    return [(r["examples"] / per_epoch, r["val_gap"]) for r in validations]
+    return [(r["examples"] / per_epoch, r[key]) for r in validations]
 
 
 def describe(config: Config) -> str:
@@ -58,21 +58,23 @@ class Curve:
     color: str | None = None
 
 
-def plot_panels(panels: Sequence[tuple[str, Sequence[Curve]]], output: str) -> None:
-    """Draw one panel per (title, curves) side by side: validation GAP vs epochs, as the seed's figures."""
+def plot_panels(panels: Sequence[tuple[str, Sequence[Curve]]], output: str,
+                ylabels: Sequence[str] | None = None) -> None:
+    """Draw one panel per (title, curves) side by side: validation GAP (or `ylabels[i]`) vs epochs, as the
+    seed's figures."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
-    for ax, (title, curves) in zip(axes[0], panels):
+    for index, (ax, (title, curves)) in enumerate(zip(axes[0], panels)):
         for curve in curves:
             ax.plot([x for x, _ in curve.points], [y for _, y in curve.points], color=curve.color, label=curve.label, linewidth=1.6,
                     marker="o" if len(curve.points) < 15 else None, markersize=3)
         ax.set_title(title, fontweight="bold")
         ax.set_xlabel("Epochs")
-        ax.set_ylabel("Validation GAP")
+        ax.set_ylabel(ylabels[index] if ylabels else "Validation GAP")
         ax.set_xlim(left=0)
         ax.grid(axis="y", linestyle="--", alpha=0.6)
         ax.legend(loc="lower right" if len(curves) < 3 else "best", frameon=True)

@@ -6,6 +6,8 @@ Experiments (the README's command lines, one sub-directory of --output_dir per r
   exp2-netvlad  dense vs compact FC after NetVLAD
   exp2-netfv    dense vs compact FC after NetFV (--fc_fisher_circulant, which the README meant)
   exp3          dense, compact DBoF, compact FC, compact MoE (no audio)
+  segments      dense and compact DBoF models, video level then fine-tuned on rated 5-frame segments
+                (2019 release): segment mAP@N before and after (synthetic data: generated with ratings)
 
 --profile paper keeps the README's PARAMS (GPUs, the real dataset); --profile small changes a few flags
 (listed in the output) so that an experiment finishes on a 2-core CPU in minutes. Without --data_dir a
@@ -20,10 +22,11 @@ example:
 import argparse
 
 from compactvid.experiments import EXPERIMENTS, PROFILES, run_experiment, results_table
+from compactvid.segment_experiment import NAME as SEGMENTS, run_segment_experiment, segment_results_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment to run")
+    parser.add_argument("name", choices=sorted(EXPERIMENTS) + [SEGMENTS], help="the experiment to run")
     parser.add_argument("--profile", choices=PROFILES, default="small",
                         help="paper: the README's sizes; small: a 2-core CPU in minutes (default: small)")
     parser.add_argument("--output_dir", default=None, help="where runs and results go (default: ./runs/NAME)")
@@ -36,7 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or f"runs/{args.name}"
-    results = run_experiment(args.name, args.profile, output_dir, args.data_dir, args.num_classes)
-    print(results_table(results))
+    if args.name == SEGMENTS:
+        results = run_segment_experiment(args.profile, output_dir, args.data_dir, args.num_classes)
+        print(segment_results_table(results))
+    else:
+        results = run_experiment(args.name, args.profile, output_dir, args.data_dir, args.num_classes)
+        print(results_table(results))
     print(f"results: {output_dir}/results.json, {output_dir}/results.md; figure: {output_dir}/{args.name}.png")
     return 0
