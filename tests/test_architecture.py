@@ -23,7 +23,7 @@ PARTS = [
     ("models", ("models",)),
     ("data", ("data",)),
     ("metrics", ("metrics",)),
-    ("experiments", ("experiments", "plotting")),
+    ("experiments", ("experiments", "segment_experiment", "plotting")),
     ("errors", ("errors",)),
     ("package", ("__init__",)),
 ]
