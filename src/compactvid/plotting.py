@@ -21,18 +21,18 @@ def read_metrics(train_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def validation_curve(records: Sequence[dict], key: str = "val_gap") -> list[tuple[float, float]]:
-    """[(epochs, record[key])] of every validation, with fractional epochs = examples / examples per epoch.
+def validation_curve(records: Sequence[dict]) -> list[tuple[float, float]]:
+    """[(epochs, val_gap)] of every validation, with fractional epochs = examples / examples per epoch.
 
     Examples per epoch are those seen by the end of the first epoch (the largest `examples` logged in
     epoch 1); a run stopped inside its first epoch is plotted against that epoch's examples so far.
     """
-    validations = [r for r in records if key in r]
+    validations = [r for r in records if "val_gap" in r]
     if not validations:
         return []
     per_epoch = max(r["examples"] for r in records if r["epoch"] == 1) if any(
         r["epoch"] == 1 for r in records) else max(r["examples"] for r in records)
-    return [(r["examples"] / per_epoch, r[key]) for r in validations]
+    return [(r["examples"] / per_epoch, r["val_gap"]) for r in validations]
 
 
 def describe(config: Config) -> str:
