@@ -31,8 +31,8 @@ SEGMENT_EVAL = "{data}validate*[13579].tfrecord"
 
 # Fine-tuning, on top of each run's own flags, and why: a few hundred rated segments make a few steps
 # per epoch, and fine-tuning takes smaller steps than training from scratch. No validation during it:
-# ranking every segment costs 20 times a video-level validation (a video has ~40 segments), so the
-# segment mAP is measured once before and once after.
+# ranking every segment cost 10-30 times a video-level validation (a synthetic video has ~40 segments),
+# so the segment mAP is measured once before and once after.
 FINE_TUNING = {"segment_labels": "True", "data_augmentation": "False", "num_epochs": "4",
                "base_learning_rate": "0.0005", "eval_data_pattern": ""}
 
