@@ -229,7 +229,7 @@ class RecordDecoder:
                 value = feature.bytes_list.value[0]
                 if len(value) != size:
                     raise DataError(f"{record.where()}: frame {index} of feature list {name!r} has {len(value)} "
-                                    f"bytes, not a multiple of its size {size}; check --feature_sizes")
+                                    f"bytes where --feature_sizes says {size} for {name}; check --feature_sizes")
                 values.append(value)
             counts.append(len(lists[name].feature))
         offsets = np.cumsum([0] + [count * size for count, size in zip(counts, self.feature_sizes)])[:-1]
@@ -287,8 +287,12 @@ class RecordDecoder:
                             f"int64 list")
         values = labels_feature.int64_list.value
         # a few labels per video: Python's min and max cost less than numpy's reductions
-        if values and (min(values) < 0 or (self.num_classes is not None and max(values) >= self.num_classes)):
-            bad = next(v for v in values if v < 0 or (self.num_classes is not None and v >= self.num_classes))
+        if values and min(values) < 0:
+            raise DataError(f"{record.where()}: label {min(values)} of video {video_id!r} is negative: labels are "
+                            f"class indices, which must be >= 0; the file is not valid YouTube-8M data "
+                            f"(rewrite its labels or leave it out)")
+        if values and self.num_classes is not None and max(values) >= self.num_classes:
+            bad = next(v for v in values if v >= self.num_classes)
             raise DataError(f"{record.where()}: label {bad} of video {video_id!r} is out of range "
                             f"[0, {self.num_classes}); check --num_classes (3862 for the 2018 release, "
                             f"4716 for 2017)")
