@@ -1,11 +1,13 @@
 """The `compactvid` entry point: help texts, dispatch, and one-line errors."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 
-from compactvid.cli import COMMANDS, main
+from compactvid.cli import COMMANDS, build_subcommand_parser, main
+from tiny_dataset import AUDIO, RGB, TINY_FLAGS, train_tiny_run
 
 
 def run_cli(*args):
@@ -33,3 +35,50 @@ def test_unknown_subcommand_is_a_usage_error():
     result = run_cli("frobnicate")
     assert result.returncode != 0
     assert "invalid choice" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    train_tiny_run(str(root / "run"), str(root / "data"))
+    return {"dir": str(root / "run"), "validate": str(root / "data" / "validate*.tfrecord")}
+
+
+# every subcommand with --json, and the rest of a command line that makes it write its JSON
+JSON_COMMANDS = {
+    "eval": lambda run: [f"--train_dir={run['dir']}", f"--eval_data_pattern={run['validate']}", "--run_once"],
+    "inspect": lambda run: [run["validate"], f"--feature_sizes={RGB},{AUDIO}"],
+    "params": lambda run: TINY_FLAGS,
+}
+
+
+def test_the_json_table_names_every_subcommand_with_json():
+    with_json = {name for name in COMMANDS if "--json" in build_subcommand_parser(name)[1]._option_string_actions}
+    assert with_json == set(JSON_COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(JSON_COMMANDS))
+def test_json_to_stdout_is_the_whole_stdout(tiny_run, name):
+    result = run_cli(name, *JSON_COMMANDS[name](tiny_run), "--json")
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), dict)
+
+
+def test_a_misspelled_flag_is_one_line_with_the_closest_flag():
+    result = run_cli("train", "--batchsize=80")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "unknown flag --batchsize (did you mean --batch_size?)" in result.stderr
+
+
+def test_a_missing_flag_is_one_line():
+    result = run_cli("eval", "--run_once")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--eval_data_pattern" in result.stderr
+
+
+@pytest.mark.parametrize("flags,value", [(["--skip_corrupt_records"], True), (["--skip_corrupt_records", "false"], False),
+                                         (["--noskip_corrupt_records"], False), ([], False)])
+def test_a_boolean_flag_leaves_the_positional_argument_alone(flags, value):
+    _, parser = build_subcommand_parser("inspect")
+    args = parser.parse_args([*flags, "data/train*.tfrecord"])
+    assert args.pattern == "data/train*.tfrecord" and args.skip_corrupt_records is value

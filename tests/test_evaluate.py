@@ -58,8 +58,9 @@ def test_eval_rebuilds_the_model_from_the_run_and_matches_its_last_validation(ru
 def test_eval_json_goes_to_stdout_without_a_path(run, capsys):
     assert main(["eval", f"--train_dir={run['dir']}", f"--eval_data_pattern={run['validate']}", "--run_once",
                  "--json", "--top_k=2"]) == 0
-    out = capsys.readouterr().out
-    results = json.loads(out[out.index("{"):])
+    out, err = capsys.readouterr()
+    results = json.loads(out)
+    assert err.startswith("step ")
     assert {"gap", "map", "hit_at_1", "perr", "loss"} <= set(results)
 
 

@@ -2,7 +2,9 @@
 
 Each subcommand lives in `compactvid.commands.<module>`, which defines ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their subcommand runs, so `--help` stays fast.
-Errors the user can fix (`CompactVidError`) print one line and exit 1, without a traceback.
+Errors the user can fix (`CompactVidError`) print one line and exit 1, without a traceback; a bad command
+line prints one line and exits 2. With ``--json`` to stdout, stdout holds only the JSON
+(`compactvid.commands.json_output`).
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import argparse
 import importlib
 import logging
 import sys
+from types import ModuleType
 from typing import Sequence
 
 from compactvid import __version__
+from compactvid.commands.json_output import reserve_stdout
 from compactvid.errors import CompactVidError
+from compactvid.flags import FlagParser
 
 # name -> (module under compactvid.commands, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("make_data", "write a synthetic dataset in the exact YouTube-8M TFRecord format"),
-    "inspect": ("inspect", "validate YouTube-8M TFRecord files and summarize them (records, frames, labels)"),
+    "inspect": ("inspect_data", "validate YouTube-8M TFRecord files and summarize them (records, frames, labels)"),
     "train": ("train", "train a model (the seed's train.py flags): CPU, GPU, --num_gpu=N GPUs, or torchrun"),
     "eval": ("eval", "evaluate a run's checkpoints: GAP@20, mAP, Hit@1, PERR, loss"),
     "inference": ("inference", "write a run's top-k predictions as a Kaggle CSV (VideoId,LabelConfidencePairs)"),
@@ -47,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_subcommand_parser(name: str) -> tuple[ModuleType, FlagParser]:
+    """The module of subcommand `name` (imported now) and the parser of its flags."""
+    module = importlib.import_module(f"compactvid.commands.{COMMANDS[name][0]}")
+    parser = FlagParser(prog=f"compactvid {name}", description=module.__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    module.add_arguments(parser)
+    return module, parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -55,14 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = argv[0]
-    module = importlib.import_module(f"compactvid.commands.{COMMANDS[name][0]}")
-    sub = argparse.ArgumentParser(prog=f"compactvid {name}", description=module.__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    module.add_arguments(sub)
+    module, sub = build_subcommand_parser(name)
     args = sub.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(module.run(args) or 0)
+        with reserve_stdout(args):
+            return int(module.run(args) or 0)
     except CompactVidError as error:
         print(f"compactvid {name}: error: {error}", file=sys.stderr)
         return 1

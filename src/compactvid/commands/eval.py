@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import sys
 import time
 
+from compactvid.commands.json_output import add_json_flag, write_json
 from compactvid.commands.trained_run import add_trained_run_arguments
 from compactvid.errors import ConfigError
-from compactvid.flags import parse_bool
+from compactvid.flags import add_bool_flag
 from compactvid.segment_submission import MAX_PREDICTIONS
 
 log = logging.getLogger(__name__)
@@ -32,19 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trained_run_arguments(parser)
     parser.add_argument("--eval_data_pattern", required=True,
                         help="Files to evaluate on: a glob, or several separated by commas (any fsspec path).")
-    parser.add_argument("--run_once", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
-                        help="Evaluate the newest checkpoint once and exit (default: watch for new ones).")
-    parser.add_argument("--norun_once", dest="run_once", action="store_false", help=argparse.SUPPRESS)
+    add_bool_flag(parser, "run_once", False,
+                  "Evaluate the newest checkpoint once and exit (default: watch for new ones).")
     parser.add_argument("--top_k", type=int, default=20, help="Predictions per video that count (GAP@k).")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                        help="Also write the results as JSON (keys gap, map, hit_at_1, perr, loss, step) to "
-                             "PATH; without PATH, to stdout.")
+    add_json_flag(parser, "the results (keys gap, map, hit_at_1, perr, loss, step; one line per checkpoint "
+                          "evaluated)")
     parser.add_argument("--poll_seconds", type=float, default=30.0,
                         help="Without --run_once: seconds between looks for a new checkpoint.")
     segments = parser.add_argument_group("segment level (2019 challenge)")
-    segments.add_argument("--segment_labels", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
-                          help="Score segments: the challenge's mAP@N against the rated segments of "
-                               "--eval_data_pattern (JSON keys map_at_n, num_classes, rated_segments).")
+    add_bool_flag(segments, "segment_labels", False,
+                  "Score segments: the challenge's mAP@N against the rated segments of --eval_data_pattern (JSON "
+                  "keys map_at_n, num_classes, rated_segments).")
     segments.add_argument("--submission_file", default=None,
                           help="With --segment_labels: score this Class,Segments CSV (any fsspec path) instead "
                                "of a run's checkpoint.")
@@ -121,26 +118,13 @@ def _report_segments(results: dict, json_path: str | None) -> None:
     step = f"step {results['step']}: " if "step" in results else ""
     # with --json on stdout, the human line goes to stderr
     print(f"{step}mAP@N {results['map_at_n']:.6f} over {results['num_classes']} classes, "
-          f"{results['rated_segments']} rated (segment, class) pairs", flush=True,
-          file=sys.stderr if json_path == "-" else sys.stdout)
-    _write_json(results, json_path)
+          f"{results['rated_segments']} rated (segment, class) pairs", flush=True)
+    if json_path is not None:
+        write_json(results, json_path)
 
 
 def _report(results: dict, json_path: str | None) -> None:
     print(f"step {results['step']}: GAP@k {results['gap']:.6f}  mAP {results['map']:.6f}  "
-          f"Hit@1 {results['hit_at_1']:.6f}  PERR {results['perr']:.6f}  loss {results['loss']:.6f}", flush=True,
-          file=sys.stderr if json_path == "-" else sys.stdout)
-    _write_json(results, json_path)
-
-
-def _write_json(results: dict, json_path: str | None) -> None:
-    if json_path is None:
-        return
-    text = json.dumps(results, indent=2) + "\n"
-    if json_path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        from compactvid.checkpoint import write_text_atomically
-
-        write_text_atomically(json_path, text)
+          f"Hit@1 {results['hit_at_1']:.6f}  PERR {results['perr']:.6f}  loss {results['loss']:.6f}", flush=True)
+    if json_path is not None:
+        write_json(results, json_path)

@@ -2,8 +2,10 @@
 
 Reads every record of the files matching PATTERN (comma-separated globs are a union; any fsspec path),
 checks its CRCs and decodes it as training would (feature lists present, frame sizes as --feature_sizes,
-equal frame counts, labels in range when --num_classes is given, the whole protobuf message), and prints
-the number of records, frames per video, label statistics and the features found. The first bad record
+equal frame counts, labels in range when --num_classes is given, the segment ratings of the 2019 release
+when present, the whole protobuf message), and prints the number of records, frames per video, label
+statistics, the rated segments (positive and negative (segment, class) pairs, classes) and the features
+found. The first bad record
 stops it with its file, record index and byte offset, unless --skip_corrupt_records.
 
 Example:  compactvid inspect 'data/train*.tfrecord' --json
@@ -25,6 +27,7 @@ from compactvid.commands.json_output import STDOUT, add_json_flag, write_json
 from compactvid.config import Config
 from compactvid.data import proto
 from compactvid.data.paths import expand_pattern
+from compactvid.data.segments import SegmentLabels
 from compactvid.data.tfrecord import Record, iter_records
 from compactvid.data.wire import has_feature_lists
 from compactvid.data.yt8m import ReadReport, RecordDecoder, iter_decoded, iter_file_records
@@ -78,6 +81,30 @@ def _features_found(record: Record, frame_level: bool) -> tuple[dict[str, int], 
     return sizes, sorted(context)
 
 
+class _SegmentCounts:
+    """What the rated segments of the videos add up to (2019 release)."""
+
+    def __init__(self) -> None:
+        self.videos = self.segments = self.positives = self.negatives = 0
+        self.classes: collections.Counter = collections.Counter()
+
+    def add(self, labels: SegmentLabels) -> None:
+        self.videos += 1
+        self.segments += len(np.unique(labels.start_times))
+        positives = int(np.count_nonzero(labels.scores > 0))
+        self.positives += positives
+        self.negatives += len(labels.scores) - positives
+        self.classes.update(labels.classes.tolist())
+
+    def summary(self) -> dict[str, Any] | None:
+        """None when no video had segment ratings."""
+        if not self.videos:
+            return None
+        return {"videos": self.videos, "rated_segments": self.segments, "positive_pairs": self.positives,
+                "negative_pairs": self.negatives, "classes": len(self.classes),
+                "class_range": [min(self.classes), max(self.classes)] if self.classes else None}
+
+
 def _stats(values: list[int]) -> dict[str, float]:
     if not values:
         return {"min": 0, "mean": 0.0, "max": 0}
@@ -98,7 +125,7 @@ def summarize_files(pattern: str, *, frame_level: bool | None = None, feature_na
                       max_frames=max_frames)
     features.validate()
     decoder = RecordDecoder(features.feature_name_list, features.feature_size_list, max_frames, frame_level,
-                            num_classes)
+                            num_classes, segments=frame_level)
     message = proto.SequenceExample if frame_level else proto.Example
     found: dict[str, int] = {}
     context_keys: set[str] = set()
@@ -118,11 +145,14 @@ def summarize_files(pattern: str, *, frame_level: bool | None = None, feature_na
     report = ReadReport()
     records = iter_file_records(files, skip_corrupt, report)
     frames, labels_per_video, label_counts = [], [], collections.Counter()
+    segments = _SegmentCounts()
     for video in tqdm(iter_decoded(records, check, skip_corrupt, report), desc="records", unit="",
                       disable=not progress, leave=False):
         frames.append(video.total_frames if frame_level else 1)
         labels_per_video.append(len(video.labels))
         label_counts.update(video.labels.tolist())
+        if frame_level and video.segments is not None:
+            segments.add(video.segments)
     summary: dict[str, Any] = {
         "pattern": pattern, "files": len(files), "num_records": report.records,
         "frame_level": frame_level,
@@ -138,6 +168,7 @@ def summarize_files(pattern: str, *, frame_level: bool | None = None, feature_na
         "distinct_labels": len(label_counts),
         "label_range": [min(label_counts), max(label_counts)] if label_counts else None,
         "most_frequent_labels": [[int(k), v] for k, v in label_counts.most_common(10)],
+        "segments": segments.summary(),
         "corrupt_records_skipped": report.corrupt,
         "empty_files": report.empty_files,
     })
@@ -160,6 +191,11 @@ def _print_table(summary: dict[str, Any]) -> None:
                                  + (f" (range {summary['label_range'][0]}..{summary['label_range'][1]})"
                                     if summary["label_range"] else "")),
              ("most frequent", ", ".join(f"{k}: {v}" for k, v in summary["most_frequent_labels"]) or "none")]
+    if summary["segments"]:
+        seg = summary["segments"]
+        rows.append(("rated segments", f"{seg['rated_segments']} in {seg['videos']} videos: "
+                                       f"{seg['positive_pairs']} positive and {seg['negative_pairs']} negative "
+                                       f"(segment, class) pairs, {seg['classes']} classes"))
     if summary["corrupt_records_skipped"]:
         rows.append(("corrupt records skipped", summary["corrupt_records_skipped"]))
     if summary["empty_files"]:

@@ -12,11 +12,11 @@ built on PyTorch's meta device, so even the largest configuration costs no memor
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 import torch
 
+from compactvid.commands.json_output import STDOUT, add_json_flag, write_json
 from compactvid.flags import add_config_flags, config_from_namespace
 from compactvid.models.flag_effects import ineffective_flags
 from compactvid.models.registry import create_model
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the report as JSON (the params.json format)")
+    add_json_flag(parser, "the report (the params.json format)")
     add_config_flags(parser, ("data", "model", "train", "ignored"))
 
 
@@ -65,5 +65,8 @@ def run(args: argparse.Namespace) -> int:
     for message in ineffective_flags(model_args):
         log.warning(message)
     report = parameter_report(model, model_args)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if args.json:
+        write_json(report, args.json)
+    if args.json != STDOUT:
+        print(format_report(report))
     return 0
