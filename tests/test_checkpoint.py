@@ -86,3 +86,36 @@ def test_temporary_files_of_interrupted_writes_are_removed(tmp_path):
     ckpt.remove_temporary_files(str(tmp_path))
     assert not leftover.exists()
     assert len(ckpt.list_checkpoints(str(tmp_path))) == 1
+
+
+def _unreadable_files(tmp_path) -> dict[str, str]:
+    """name -> path of files torch.load(weights_only=True) refuses, each for another reason."""
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    files = {"code": tmp_path / "code.pt", "foreign_object": tmp_path / "date.pt", "garbage": tmp_path / "garbage.pt",
+             "truncated": tmp_path / "truncated.pt"}
+    with open(files["code"], "wb") as f:
+        pickle.dump({"x": Exploit()}, f, protocol=2)
+    import datetime
+
+    torch.save({"saved": datetime.date(2026, 1, 1)}, files["foreign_object"])
+    files["garbage"].write_bytes(b"not a checkpoint" * 4)
+    torch.save({"w": torch.zeros(100)}, files["truncated"])
+    files["truncated"].write_bytes(files["truncated"].read_bytes()[:200])
+    return {name: str(path) for name, path in files.items()}
+
+
+@pytest.mark.parametrize("case", ["code", "foreign_object", "garbage", "truncated"])
+def test_a_refused_checkpoint_never_suggests_the_unsafe_option(tmp_path, case):
+    path = _unreadable_files(tmp_path)[case]
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a readable checkpoint (") and "\n" not in message
+    assert "weights_only" not in message and "trust" not in message
+    assert message.endswith("delete it to fall back to an older one, or train to write a new one")
+    if case in ("code", "foreign_object"):
+        assert "compactvid never unpickles" in message

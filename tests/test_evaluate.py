@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -16,7 +18,8 @@ from compactvid.cli import main
 from compactvid.data.loader import make_loader
 from compactvid.evaluate import evaluate, load_trained_model
 from compactvid.losses import CrossEntropyLoss
-from tiny_dataset import train_tiny_run
+from compactvid.checkpoint import list_checkpoints
+from tiny_dataset import train_tiny_run, write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +92,47 @@ def test_eval_without_run_once_evaluates_each_new_checkpoint(tmp_path):
     finally:
         watcher.kill()
         watcher.wait()
+
+
+def test_eval_on_files_without_labels_is_an_error(run, tmp_path, capsys):
+    write_tiny_dataset(str(tmp_path), 6, labels=False, prefix="test")
+    assert main(["eval", f"--train_dir={run['dir']}", f"--eval_data_pattern={tmp_path}/test*.tfrecord",
+                 "--run_once"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: these files have no labels (6 videos in 2 files" in err
+
+
+def _watch(train_dir: str, pattern: str) -> subprocess.Popen:
+    """`compactvid eval` in watch mode (JSON lines to stdout), killed after two minutes whatever happens."""
+    process = subprocess.Popen([sys.executable, "-m", "compactvid.cli", "eval", f"--train_dir={train_dir}",
+                                f"--eval_data_pattern={pattern}", "--json", "--poll_seconds=0.2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    return process
+
+
+def test_watch_mode_falls_back_from_an_unreadable_newest_checkpoint_and_says_so(run, tmp_path):
+    train_dir = str(shutil.copytree(run["dir"], tmp_path / "run"))
+    good = list_checkpoints(train_dir)[-1][0]
+    (tmp_path / "run" / "checkpoints" / f"ckpt-{good + 1:09d}.pt").write_bytes(b"a disk that filled up")
+    process = _watch(train_dir, run["validate"])
+    try:
+        line = process.stdout.readline()
+    finally:
+        process.terminate()
+        _, err = process.communicate()
+    assert json.loads(line)["step"] == good, err
+    assert err.count(f"ckpt-{good + 1:09d}.pt: not a readable checkpoint") == 1
+    assert "evaluating the next older checkpoint instead" in err
+
+
+def test_watch_mode_without_a_checkpoint_says_it_is_waiting(run, tmp_path):
+    process = _watch(str(tmp_path), run["validate"])
+    try:
+        line = process.stderr.readline()
+    finally:
+        process.terminate()
+        process.communicate()
+    assert f"waiting for a checkpoint in {tmp_path}/checkpoints" in line

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import re
 import tempfile
@@ -98,8 +99,23 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error}); "
-                              f"delete it to fall back to an older one") from error
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_reason(error)}); delete it to fall back to "
+                              f"an older one, or train to write a new one") from error
+
+
+def _reason(error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in one line and without torch's advice to reload
+    it with weights_only=False: a file that needs that can run code when loaded, and is never loaded here."""
+    text = str(error)
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        return (f"it holds a Python object ({blocked.group(1)}) besides tensors and plain values, which "
+                f"compactvid never unpickles since that could run code: it was not written by compactvid")
+    if isinstance(error, pickle.UnpicklingError):
+        return "its bytes are not a PyTorch checkpoint: truncated, corrupt, or another kind of file"
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and "weights_only" not in line and "torch.load" not in line]
+    return f"{type(error).__name__}: {lines[0] if lines else 'unreadable'}"
 
 
 def load_latest_checkpoint(train_dir: str) -> Optional[tuple[str, dict[str, Any]]]:

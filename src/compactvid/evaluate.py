@@ -19,7 +19,7 @@ from torch import nn
 from compactvid import checkpoint as ckpt
 from compactvid.config import Config
 from compactvid.data.loader import make_loader, prepare_frames
-from compactvid.errors import CheckpointError, ConfigError
+from compactvid.errors import CheckpointError, ConfigError, DataError
 from compactvid.losses import create_loss
 from compactvid.metrics import EvaluationMetrics
 from compactvid.models.registry import create_model
@@ -47,21 +47,28 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.
             metrics.accumulate(predictions, labels, loss_fn(predictions, labels))
     if distributed:
         metrics = metrics.all_reduce()
+    if metrics.num_videos and not metrics.num_labels:
+        files = loader.dataset.files
+        raise DataError(f"these files have no labels ({metrics.num_videos} videos in {len(files)} files: "
+                        f"{files[0]}{', ...' if len(files) > 1 else ''}): metrics need labelled files such as "
+                        f"validate*.tfrecord; `compactvid inference` predicts unlabelled ones")
     return metrics.get()
 
 
 def load_trained_model(train_dir: str, checkpoint_path: Optional[str] = None,
-                       device: torch.device = torch.device("cpu")) -> tuple[Config, nn.Module, dict]:
+                       device: torch.device = torch.device("cpu"), state: Optional[dict] = None
+                       ) -> tuple[Config, nn.Module, dict]:
     """The model of a --train_dir: built from its config.json, weights from `checkpoint_path` (default:
-    the newest checkpoint). Returns (config, model in eval mode on `device`, the checkpoint's state)."""
+    the newest checkpoint that loads), or from `state` when the caller has loaded that file already.
+    Returns (config, model in eval mode on `device`, the checkpoint's state)."""
     config = Config.from_json_file(os.path.join(train_dir, "config.json"))
-    if checkpoint_path is None:
+    if state is None and checkpoint_path is None:
         found = ckpt.load_latest_checkpoint(train_dir)
         if found is None:
             raise CheckpointError(f"{ckpt.checkpoint_dir(train_dir)}: no checkpoint; has `compactvid train "
                                   f"--train_dir={train_dir}` written one yet?")
         checkpoint_path, state = found
-    else:
+    elif state is None:
         state = ckpt.load_checkpoint(checkpoint_path)
     model = create_model(config.model_args())
     try:
@@ -89,10 +96,11 @@ def initialize_from_run(model: nn.Module, config: Config) -> int:
 
 def evaluate_checkpoint(train_dir: str, data_pattern: str, checkpoint_path: Optional[str] = None, *,
                         batch_size: Optional[int] = None, top_k: int = 20,
-                        device: torch.device = torch.device("cpu"),
-                        num_readers: Optional[int] = None) -> dict[str, float]:
-    """Metrics of a checkpoint of `train_dir` over the files of `data_pattern`, plus its ``step``."""
-    config, model, state = load_trained_model(train_dir, checkpoint_path, device)
+                        device: torch.device = torch.device("cpu"), num_readers: Optional[int] = None,
+                        state: Optional[dict] = None) -> dict[str, float]:
+    """Metrics of a checkpoint of `train_dir` over the files of `data_pattern`, plus its ``step``
+    (`state`: the checkpoint, when the caller has loaded it already)."""
+    config, model, state = load_trained_model(train_dir, checkpoint_path, device, state)
     if num_readers is not None:
         config = dataclasses.replace(config, num_readers=num_readers)
     loader = make_loader(data_pattern, config, training=False, batch_size=batch_size, dequantize=False)

@@ -157,6 +157,25 @@ def ensure_synthetic_data(data_dir: str, num_videos: int, num_classes: int, seed
         json.dump(wanted, f)
 
 
+def _existing_training_files(data: str) -> dict[str, str]:
+    """{"train_data_pattern": ...} without the parts of the README's that match no file in `data` (the
+    synthetic data and the 2018 release name their validation files validate0000..., which the README's
+    validate[A-Za-z]* misses), or {} when every part matches: a part that matches nothing is an error."""
+    from compactvid.data.paths import expand_pattern
+    from compactvid.errors import DataError
+
+    pattern = next(arg.split("=", 1)[1] for arg in shlex.split(SEED_PARAMS) if arg.startswith("--train_data_pattern="))
+    parts = pattern.format(data=data).split(",")
+    found = []
+    for part in parts:
+        try:
+            expand_pattern(part)
+            found.append(part)
+        except DataError:
+            log.info("%s matches no file: the runs train without it", part)
+    return {} if len(found) == len(parts) else {"train_data_pattern": ",".join(found or parts)}
+
+
 def run_experiment(name: str, profile: str, output_dir: str, data_dir: str | None = None,
                    num_classes: int | None = None, overrides: dict[str, str] | None = None) -> dict:
     """Train every run of experiment `name` (resuming or skipping finished ones), then write the results.
@@ -173,7 +192,8 @@ def run_experiment(name: str, profile: str, output_dir: str, data_dir: str | Non
         ensure_synthetic_data(data_dir, **SYNTHETIC_DATA)
         num_classes = num_classes or SYNTHETIC_DATA["num_classes"]
     data = data_dir.rstrip("/") + "/"
-    extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False"}
+    extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False",
+             **_existing_training_files(data)}
     if num_classes:
         extra["num_classes"] = str(num_classes)
     extra.update(overrides or {})

@@ -223,6 +223,11 @@ class EvaluationMetrics:
         """Number of videos accumulated so far."""
         return self._num_videos
 
+    @property
+    def num_labels(self) -> int:
+        """Labels (video, class pairs of the ground truth) of the videos accumulated so far."""
+        return int(self._class_positives.sum())
+
     def accumulate(self, predictions: Array, labels: Array, loss: float | Array) -> dict[str, float]:
         """Add a batch; return the batch's ``hit_at_1``, ``perr`` and ``loss``.
 

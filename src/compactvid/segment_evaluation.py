@@ -66,10 +66,11 @@ def evaluate_segments(model: torch.nn.Module, config: Config, data_pattern: str,
 def evaluate_segments_checkpoint(train_dir: str, data_pattern: str, checkpoint_path: Optional[str] = None, *,
                                  batch_size: Optional[int] = None, top_n: int = 0,
                                  max_pred: int = MAX_PREDICTIONS, device: torch.device = torch.device("cpu"),
-                                 num_readers: Optional[int] = None) -> dict:
-    """`evaluate_segments` of a checkpoint of `train_dir` (default: the newest). Returns ``map_at_n``,
-    ``num_classes``, ``rated_segments`` and the checkpoint's ``step``."""
-    config, model, state = load_trained_model(train_dir, checkpoint_path, device)
+                                 num_readers: Optional[int] = None, state: Optional[dict] = None) -> dict:
+    """`evaluate_segments` of a checkpoint of `train_dir` (default: the newest; `state`: that checkpoint, when
+    the caller has loaded it already). Returns ``map_at_n``, ``num_classes``, ``rated_segments`` and the
+    checkpoint's ``step``."""
+    config, model, state = load_trained_model(train_dir, checkpoint_path, device, state)
     if num_readers is not None:
         config = dataclasses.replace(config, num_readers=num_readers)
     score = evaluate_segments(model, config, data_pattern, top_n=top_n, max_pred=max_pred, batch_size=batch_size,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import time
 
 from compactvid.commands.json_output import add_json_flag, write_json
@@ -70,26 +71,47 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("--device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    last_step = None
+    last_step, refused, waiting = None, set(), False
     while True:
-        checkpoints = ckpt.list_checkpoints(args.train_dir)
-        if args.run_once and not checkpoints:
+        found = _newest_loadable(args.train_dir, last_step, refused)
+        if found is None and args.run_once:
             raise CheckpointError(f"{ckpt.checkpoint_dir(args.train_dir)}: no checkpoint to evaluate; has "
                                   f"`compactvid train --train_dir={args.train_dir}` written one yet?")
-        if checkpoints and checkpoints[-1][0] != last_step:
-            step, path = checkpoints[-1]
-            try:
-                results = _evaluate(args, path, device)
-            except CheckpointError:
-                if args.run_once:
-                    raise
-                results = None  # deleted by the trainer's rotation meanwhile: take the next one
-            if results is not None:
-                last_step = step
-                (_report_segments if args.segment_labels else _report)(results, args.json)
+        if found is None and last_step is None and not waiting:
+            log.info("waiting for a checkpoint in %s (looking every %g s; Ctrl-C stops)",
+                     ckpt.checkpoint_dir(args.train_dir), args.poll_seconds)
+            waiting = True
+        if found is not None:
+            step, path, state = found
+            results = _evaluate(args, path, state, device)
+            last_step = step
+            (_report_segments if args.segment_labels else _report)(results, args.json)
         if args.run_once:
             return 0
         time.sleep(args.poll_seconds)
+
+
+def _newest_loadable(train_dir: str, after: int | None, refused: set[str]) -> tuple[int, str, dict] | None:
+    """(step, path, state) of the newest checkpoint of `train_dir` newer than step `after` that loads, or None.
+
+    An unreadable file is reported once, added to `refused` and passed over for the next older one, as
+    `inference` and `train` do; a file the trainer's rotation removed meanwhile is passed over silently.
+    """
+    from compactvid import checkpoint as ckpt
+    from compactvid.errors import CheckpointError
+
+    for step, path in reversed(ckpt.list_checkpoints(train_dir)):
+        if after is not None and step <= after:
+            return None
+        if path in refused:
+            continue
+        try:
+            return step, path, ckpt.load_checkpoint(path)
+        except CheckpointError as error:
+            if os.path.exists(path):
+                refused.add(path)
+                log.warning("skipping %s; evaluating the next older checkpoint instead", error)
+    return None
 
 
 def _check_segment_flags(args: argparse.Namespace) -> None:
@@ -99,24 +121,23 @@ def _check_segment_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--segment_max_pred={args.segment_max_pred}: must be a positive integer")
 
 
-def _evaluate(args: argparse.Namespace, checkpoint_path: str, device) -> dict:
-    """The video-level or (--segment_labels) segment-level metrics of one checkpoint."""
+def _evaluate(args: argparse.Namespace, checkpoint_path: str, state: dict, device) -> dict:
+    """The video-level or (--segment_labels) segment-level metrics of one checkpoint (loaded: `state`)."""
     if args.segment_labels:
         from compactvid.segment_evaluation import evaluate_segments_checkpoint
 
         return evaluate_segments_checkpoint(args.train_dir, args.eval_data_pattern, checkpoint_path,
                                             batch_size=args.batch_size, top_n=args.top_n,
                                             max_pred=args.segment_max_pred, device=device,
-                                            num_readers=args.num_readers)
+                                            num_readers=args.num_readers, state=state)
     from compactvid.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(args.train_dir, args.eval_data_pattern, checkpoint_path, batch_size=args.batch_size,
-                               top_k=args.top_k, device=device, num_readers=args.num_readers)
+                               top_k=args.top_k, device=device, num_readers=args.num_readers, state=state)
 
 
 def _report_segments(results: dict, json_path: str | None) -> None:
     step = f"step {results['step']}: " if "step" in results else ""
-    # with --json on stdout, the human line goes to stderr
     print(f"{step}mAP@N {results['map_at_n']:.6f} over {results['num_classes']} classes, "
           f"{results['rated_segments']} rated (segment, class) pairs", flush=True)
     if json_path is not None:
