@@ -306,6 +306,8 @@ def test_num_gpu_processes_stop_together_on_sigterm_with_a_checkpoint(tmp_path, 
 def full_size_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("yt8m")
     write_tiny_dataset(str(folder), 2, num_files=1, rgb=1024, audio=128, classes=3862)
+    # a file for PARAMS' validate[A-Za-z]* (2017 names): each part of a pattern must match a file
+    write_tiny_dataset(str(folder), 1, num_files=1, rgb=1024, audio=128, classes=3862, prefix="validateaA")
     return str(folder) + os.sep
 
 
