@@ -101,7 +101,7 @@ def test_sampling_normalization_and_augmentation(tmp_path, random_frames, batch_
     batches = list(make_loader(path, config, training=True, dequantize=dequantize))
     if batch_size == 1:  # --batch_size counts videos: a batch holds both examples of its video
         assert [b["ids"] for b in batches] == [["one", "one"], ["seven", "seven"], ["forty", "forty"]]
-    frames = torch.cat([prepare_frames(b["frames"]) for b in batches])
+    frames = torch.cat([prepare_frames(b["frames"], b["num_frames"]) for b in batches])
     ids = [i for b in batches for i in b["ids"]]
     num_frames = torch.cat([b["num_frames"] for b in batches])
     labels = torch.cat([b["labels"] for b in batches])
@@ -214,17 +214,31 @@ def test_num_readers_capped_at_cpus(caplog):
     assert num_workers(0) == 0
 
 
+@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("dequantize", [True, False])
+def test_a_video_without_frames_gives_zero_frames_as_the_original(tmp_path, augment, dequantize):
+    write_frame_files(tmp_path, [4], frames=[3, 0, 5, 0])
+    config = _config(data_augmentation=augment, batch_size=4)
+    batch = next(iter(make_loader(f"{tmp_path}/part*", config, training=True, dequantize=dequantize)))
+    frames = prepare_frames(batch["frames"], batch["num_frames"])
+    empty = batch["num_frames"] == 0
+    assert int(empty.sum()) == (4 if augment else 2)
+    assert torch.equal(frames[empty], torch.zeros_like(frames[empty]))
+    norms = torch.linalg.vector_norm(frames[~empty], dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6)
+
+
 def test_quantized_batches_give_the_same_frames_after_prepare_frames(tmp_path):
-    write_frame_files(tmp_path, [5, 3], frames=[1, 2, 9, 40])
+    write_frame_files(tmp_path, [5, 3], frames=[1, 2, 0, 9, 40])
     config = _config(data_augmentation=True, batch_size=4)
     floats = list(make_loader(f"{tmp_path}/part*", config, training=True, epoch=2))
     quantized = list(make_loader(f"{tmp_path}/part*", config, training=True, epoch=2, dequantize=False))
     assert [b["ids"] for b in floats] == [b["ids"] for b in quantized]
     for f, q in zip(floats, quantized):
         assert q["frames"].dtype == torch.uint8 and q["frames"].shape == f["frames"].shape
-        assert torch.equal(prepare_frames(q["frames"]), f["frames"])
+        assert torch.equal(prepare_frames(q["frames"], q["num_frames"]), f["frames"])
         assert torch.equal(q["labels"], f["labels"]) and torch.equal(q["num_frames"], f["num_frames"])
-    assert prepare_frames(floats[0]["frames"]) is floats[0]["frames"]
+    assert prepare_frames(floats[0]["frames"], floats[0]["num_frames"]) is floats[0]["frames"]
 
 
 def test_batch_buffers_are_reused_only_once_released(tmp_path):

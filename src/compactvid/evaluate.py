@@ -42,7 +42,8 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.
         for batch in loader:
             labels = batch["labels"].to(device, non_blocking=True)
             with autocast:
-                predictions = model(prepare_frames(batch["frames"].to(device, non_blocking=True)))
+                frames = prepare_frames(batch["frames"].to(device, non_blocking=True), batch["num_frames"])
+                predictions = model(frames)
             predictions = predictions.float()
             metrics.accumulate(predictions, labels, loss_fn(predictions, labels))
     if distributed:

@@ -232,7 +232,7 @@ def inference_ms_per_video(train_dir: str, data_pattern: str, videos: int = 40) 
             batches = make_loader(data_pattern, config, training=False, batch_size=1, dequantize=False)
             for i, batch in enumerate(batches):
                 started = time.perf_counter()
-                model(prepare_frames(batch["frames"]))
+                model(prepare_frames(batch["frames"], batch["num_frames"]))
                 if i >= 3:  # the first calls allocate and warm caches
                     times.append(time.perf_counter() - started)
                 if len(times) == videos:

@@ -32,14 +32,15 @@ def format_rows(video_ids: Iterable[str], predictions: torch.Tensor, top_k: int)
             for video_id, row_labels, row_scores in zip(video_ids, labels.tolist(), scores.tolist())]
 
 
-def write_rows(predict: Callable[[torch.Tensor], torch.Tensor | np.ndarray], loader: Iterable[dict], out: TextIO,
-               top_k: int = 20) -> int:
-    """Write the header and one row per video of `loader` to `out`; `predict` maps a batch's ``frames`` (as
-    the loader gives them) to probabilities ``[batch, classes]``. Returns the number of videos."""
+def write_rows(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | np.ndarray], loader: Iterable[dict],
+               out: TextIO, top_k: int = 20) -> int:
+    """Write the header and one row per video of `loader` to `out`; `predict` maps a batch's ``frames`` and
+    ``num_frames`` (as the loader gives them) to probabilities ``[batch, classes]``. Returns the number of
+    videos."""
     out.write(HEADER)
     videos = 0
     for batch in loader:
-        predictions = torch.as_tensor(predict(batch["frames"]))
+        predictions = torch.as_tensor(predict(batch["frames"], batch["num_frames"]))
         out.writelines(format_rows(batch["ids"], predictions, top_k))
         videos += len(batch["ids"])
     return videos
@@ -52,9 +53,9 @@ def write_predictions(model: nn.Module, loader: Iterable[dict], out: TextIO, top
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
                 else contextlib.nullcontext())
 
-    def predict(frames: torch.Tensor) -> torch.Tensor:
+    def predict(frames: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
         with autocast:
-            return model(prepare_frames(frames.to(device, non_blocking=True)))
+            return model(prepare_frames(frames.to(device, non_blocking=True), num_frames))
 
     with torch.inference_mode():
         return write_rows(predict, loader, out, top_k)
@@ -72,6 +73,7 @@ def rank_segments(model: nn.Module, loader: Iterable[dict], classes: np.ndarray,
     with torch.inference_mode():
         for batch in loader:
             with autocast:
-                predictions = model(prepare_frames(batch["frames"].to(device, non_blocking=True)))
+                frames = prepare_frames(batch["frames"].to(device, non_blocking=True), batch["num_frames"])
+                predictions = model(frames)
             ranking.add(batch["ids"], batch["segment_starts"].tolist(), predictions.float().cpu().numpy())
     return ranking

@@ -513,7 +513,7 @@ class Trainer:
     def _forward_backward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
         """Forward and backward on one batch. Returns (label loss x rows, a tensor; rows = examples of
         the batch, two per video under --data_augmentation)."""
-        frames = prepare_frames(batch["frames"].to(self.device, non_blocking=True))
+        frames = prepare_frames(batch["frames"].to(self.device, non_blocking=True), batch["num_frames"])
         labels = batch["labels"].to(self.device, non_blocking=True)
         with self.autocast:
             predictions = self.ddp(frames)

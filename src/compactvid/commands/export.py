@@ -54,7 +54,7 @@ def validate(model, artifact, pattern: str, config, batch_size: int | None) -> d
     metrics = {"checkpoint": EvaluationMetrics(config.num_classes), "artifact": EvaluationMetrics(config.num_classes)}
     with torch.inference_mode():
         for batch in make_loader(pattern, config, training=False, batch_size=batch_size, dequantize=False):
-            frames = prepare_frames(batch["frames"])
+            frames = prepare_frames(batch["frames"], batch["num_frames"])
             metrics["checkpoint"].accumulate(model(frames), batch["labels"], 0.0)
             metrics["artifact"].accumulate(artifact.predict(frames), batch["labels"], 0.0)
     return {f"{name}_gap": m.get()["gap"] for name, m in metrics.items()}

@@ -134,7 +134,7 @@ def run_artifact(args: argparse.Namespace) -> int:
     if args.num_readers is not None:
         config = dataclasses.replace(config, num_readers=args.num_readers)
     with fsspec.open(args.output_file, "w") as out:
-        videos = write_rows(lambda frames: artifact.predict(prepare_frames(frames)),
+        videos = write_rows(lambda frames, num_frames: artifact.predict(prepare_frames(frames, num_frames)),
                             predictions_loader(args, config), out, args.top_k)
     log.info("wrote the top %d predictions of %d videos to %s (%s)", args.top_k, videos, args.output_file,
              args.model)

@@ -346,7 +346,9 @@ class YT8MDataset(IterableDataset):
             source = staging.gathered
             if staging.converted is not None:
                 source = staging.converted
-                dequantize_normalize_(torch.from_numpy(source[:count]).copy_(torch.from_numpy(staging.gathered[:count])))
+                has_frames = None if all(examples.counts) else torch.tensor(examples.counts).view(-1, 1, 1, 1) > 0
+                converted = torch.from_numpy(source[:count]).copy_(torch.from_numpy(staging.gathered[:count]))
+                dequantize_normalize_(converted, has_frames)
             first = 0
             while first < count:  # in one batch, or (at a batch's end, or for a video's segments) several
                 slots = batcher.add(video, examples, first)
@@ -379,7 +381,7 @@ class YT8MDataset(IterableDataset):
         staged = staging.gathered_for(count)
         # segments may lie beyond the first max_frames frames: they sample from all the record's frames
         frames = video.total_frames if self.segments else video.num_frames
-        if frames == 0:  # zero frames, as the original's padding gave
+        if frames == 0:  # no frame to sample; whatever these bytes, `l2_normalize_` gives such examples zeros
             staged[:] = 0
         elif count:
             gather_sampled_frames(staged, video.buffer, video.offsets, video.strides, video.sizes, frames, draws,
@@ -459,10 +461,12 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def prepare_frames(frames: torch.Tensor) -> torch.Tensor:
-    """The model's float32 frames from a batch's ``frames``: uint8 quantized frames (``dequantize=False``)
-    are dequantized and L2-normalized per frame on their device, with the same operations as the loader;
-    float frames are returned unchanged."""
+def prepare_frames(frames: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
+    """The model's float32 frames from a batch's ``frames`` and ``num_frames``: uint8 quantized frames
+    (``dequantize=False``) are dequantized and L2-normalized per frame on their device, with the same
+    operations as the loader (the examples of a video without frames get zeros); float frames are
+    returned unchanged."""
     if frames.dtype != torch.uint8:
         return frames
-    return dequantize_normalize_(frames.to(torch.float32))
+    has_frames = (num_frames.to(frames.device, non_blocking=True) > 0).view(-1, *[1] * (frames.dim() - 1))
+    return dequantize_normalize_(frames.to(torch.float32), has_frames)

@@ -113,18 +113,28 @@ def augmentation_halves(num_frames: int) -> tuple[tuple[int, int], tuple[int, in
     return (0, middle), (middle, num_frames - middle)
 
 
-def dequantize_normalize_(values: torch.Tensor) -> torch.Tensor:
+def dequantize_normalize_(values: torch.Tensor, has_frames: torch.Tensor | None = None) -> torch.Tensor:
     """In place: quantized values (as float32 0..255, ``[..., dim]``) -> dequantized, then L2-normalized
-    over the last dim; returns `values`.
+    over the last dim; returns `values`. `has_frames` (bool, broadcastable to ``[..., 1]``): False for the
+    examples of a video without frames, whose frames become zeros (see `l2_normalize_`).
 
     Same operations in the same order as the original (float32 multiply, then add, then
     x * rsqrt(max(sum(x**2), 1e-12))); results agree with it to float32 rounding of the sum.
     """
     values.mul_(float(DEQUANTIZE_SCALE)).add_(float(DEQUANTIZE_BIAS))
-    return l2_normalize_(values)
+    return l2_normalize_(values, has_frames)
 
 
-def l2_normalize_(values: torch.Tensor) -> torch.Tensor:
-    """In place: ``x * rsqrt(max(sum(x**2), 1e-12))`` over the last dim (tf.nn.l2_normalize); returns it."""
+def l2_normalize_(values: torch.Tensor, has_frames: torch.Tensor | None = None) -> torch.Tensor:
+    """In place: ``x * rsqrt(max(sum(x**2), 1e-12))`` over the last dim (tf.nn.l2_normalize); returns it.
+
+    Where `has_frames` (bool, broadcastable to ``[..., 1]``) is False the frames become zeros: a video without
+    frames is a valid record, and the original pads every video with zeros after dequantization, so its
+    sampler picks padding whose normalization stays zero (not the dequantized value of a byte, -1.99 for 0).
+    Folded into the normalization's scale, this costs no pass over the frames.
+    """
     squares = torch.linalg.vecdot(values, values, dim=-1).unsqueeze(-1)
-    return values.mul_(squares.clamp_(min=L2_EPSILON).rsqrt_())
+    scale = squares.clamp_(min=L2_EPSILON).rsqrt_()
+    if has_frames is not None:
+        scale.mul_(has_frames)
+    return values.mul_(scale)
