@@ -3,6 +3,8 @@
 import csv
 import filecmp
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -239,3 +241,22 @@ def test_library_errors_are_package_errors(tmp_path):
     with pytest.raises(DataError, match="--overwrite"):
         write_dataset(str(tmp_path), 3, 2, 0, progress=False)
     assert issubclass(DataError, CompactVidError)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    assert main(["make-data", "--output_dir", str(tmp_path), "--num_videos", "12", "--num_classes", "5",
+                 "--min_length", "5", "--max_length", "10"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "make-data:" not in err
+
+
+def test_files_are_byte_identical_from_one_process_to_the_next(tmp_path):
+    """Protobuf orders map entries (the features) by a hash that changes between processes, unless told not to."""
+    written = []
+    for run in range(3):
+        out = tmp_path / str(run)
+        subprocess.run([sys.executable, "-m", "compactvid.cli", "make-data", "--output_dir", str(out),
+                        "--num_videos", "6", "--num_classes", "5", "--min_length", "2", "--max_length", "3",
+                        "--num_shards", "1"], check=True, capture_output=True)
+        written.append((out / "train0000.tfrecord").read_bytes())
+    assert written[0] == written[1] == written[2]

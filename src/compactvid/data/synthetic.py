@@ -54,6 +54,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -66,6 +67,7 @@ from tqdm import tqdm
 from compactvid.data.proto import make_example, make_sequence_example
 from compactvid.data.segments import SEGMENT_SIZE
 from compactvid.data.tfrecord import TFRecordWriter
+from compactvid.data.yt8m import DEQUANTIZE_BIAS, QUANTIZED_MAX, QUANTIZED_MIN, dequantize
 from compactvid.errors import ConfigError, DataError
 
 RGB_SIZE = 1024
@@ -75,10 +77,8 @@ SPLIT_FRACTIONS = (0.7, 0.2, 0.1)
 VOCABULARY_COLUMNS = ("Index", "TrainVideoCount", "KnowledgeGraphId", "Name", "WikiUrl",
                       "Vertical1", "Vertical2", "Vertical3", "WikiDescription")
 
-# Official (de)quantization over [-2, 2]: value = q * 4/255 + 4/512 - 2, in float32 as TensorFlow computes it.
-_QUANT_SCALE = np.float32(4 / 255)
-_QUANT_BIAS = np.float32(4 / 512 - 2)
-_INV_QUANT_SCALE = np.float32(255 / 4)
+# Bytes per unit of the official quantization (the inverse of its dequantization step, exactly 63.75).
+_INV_QUANT_SCALE = np.float32(255 / (QUANTIZED_MAX - QUANTIZED_MIN))
 
 # Video ids are 4 characters, as in the 2018 release.
 _ID_ALPHABET = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
@@ -94,14 +94,9 @@ _MODALITY_TEXT = {BOTH: "visual and audio concepts", AUDIO_ONLY: "audio concepts
                   VISUAL_ONLY: "visual concepts only (nothing in audio)"}
 
 
-def dequantize(q: np.ndarray) -> np.ndarray:
-    """Bytes -> float32 features, as the official reader: ``q * 4/255 + 4/512 - 2`` (in [-1.992, 2.008])."""
-    return q.astype(np.float32) * _QUANT_SCALE + _QUANT_BIAS
-
-
 def _quantize_inplace(x: np.ndarray) -> np.ndarray:
     """`quantize`, using the float32 array `x` as scratch space."""
-    x -= _QUANT_BIAS
+    x -= DEQUANTIZE_BIAS
     x *= _INV_QUANT_SCALE
     np.rint(x, out=x)
     np.clip(x, 0, 255, out=x)
@@ -258,7 +253,7 @@ def _render(concepts: np.ndarray, mean: np.ndarray, model: GenerativeModel, shot
     shots += mean
     # Per frame, work in quantization steps (the shots' values shifted and scaled once, the noise table
     # prescaled) so that the frame-sized arrays see only a table lookup, one addition and the rounding.
-    shots -= _QUANT_BIAS
+    shots -= DEQUANTIZE_BIAS
     shots *= _INV_QUANT_SCALE
     noise_table = _GAUSSIAN_BY_BYTE * np.float32(model.frame_noise_std * _INV_QUANT_SCALE)
     frames = noise_table[rng.integers(0, 256, size=(len(shot_of_frame), dim), dtype=np.uint8)]
@@ -378,13 +373,14 @@ def encode_video(video: SyntheticVideo, video_level: bool, with_labels: bool,
         context["labels"] = video.labels
     if segments is not None:
         context.update(zip(("segment_start_times", "segment_labels", "segment_scores"), segments))
+    # deterministic: map entries in key order; otherwise their order changes from one process to the next
     if video_level:
         context["mean_rgb"] = dequantize(video.rgb).mean(axis=0)
         context["mean_audio"] = dequantize(video.audio).mean(axis=0)
-        return make_example(context).SerializeToString()
+        return make_example(context).SerializeToString(deterministic=True)
     return make_sequence_example(context, {"rgb": [frame.tobytes() for frame in video.rgb],
                                            "audio": [frame.tobytes() for frame in video.audio]}
-                                 ).SerializeToString()
+                                 ).SerializeToString(deterministic=True)
 
 
 def split_sizes(num_videos: int) -> dict[str, int]:
@@ -426,8 +422,9 @@ def write_dataset(output_dir: str, num_videos: int, num_classes: int, seed: int,
     Videos are split 70/20/10 in index order (they are independent draws); each split is cut into
     `num_shards` files of consecutive videos (fewer when the split has fewer videos). Test files have no
     labels. `segments`: validate and test records carry segment ratings, and segment_label_ids.csv
-    lists the segment vocabulary (module docstring). `output_dir` may be any fsspec URL. Existing dataset
-    files there are an error unless `overwrite`, which removes them first (other files are left alone).
+    lists the segment vocabulary (module docstring). `progress`: a progress bar, on a terminal only.
+    `output_dir` may be any fsspec URL. Existing dataset files there are an error unless `overwrite`,
+    which removes them first (other files are left alone).
     """
     if segments and video_level:
         raise ConfigError("--segments rates 5-frame segments of frame-level videos: drop --video_level")
@@ -461,7 +458,9 @@ def write_dataset(output_dir: str, num_videos: int, num_classes: int, seed: int,
     vocabulary = segment_vocabulary(num_classes, seed, model) if segments else None
     writers = {(split, s): TFRecordWriter(path) for split in SPLITS for s, path in enumerate(files[split])}
     try:
-        with tqdm(total=num_videos, unit="video", desc="make-data", disable=not progress) as bar:
+        # a bar redrawn with carriage returns helps a person at a terminal, and fills a log with one long line
+        with tqdm(total=num_videos, unit="video", desc="make-data", disable=not (progress and sys.stderr.isatty())
+                  ) as bar:
             for index, (video, (split, shard)) in enumerate(zip(generate_videos(world, num_videos, seed, model),
                                                                 routes)):
                 rated = (rate_segments(video, vocabulary, model, seed, index)

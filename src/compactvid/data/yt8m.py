@@ -29,10 +29,12 @@ from compactvid.errors import DataError
 
 log = logging.getLogger(__name__)
 
-# The official quantization: q in 0..255 maps to q * 4/255 + 4/512 - 2, in [-2, 2]. Computed in float32
-# with one rounding per operation, as TensorFlow's reader does, so the values agree bit for bit.
-DEQUANTIZE_SCALE = np.float32(4.0 / 255.0)
-DEQUANTIZE_BIAS = np.float32(4.0 / 512.0 - 2.0)
+# The official quantization range, and its dequantization: q in 0..255 maps to
+# q * (max - min)/255 + (max - min)/512 + min = q * 4/255 + 4/512 - 2. Computed in float32 with one rounding
+# per operation, as TensorFlow's reader does, so the values agree bit for bit.
+QUANTIZED_MIN, QUANTIZED_MAX = -2.0, 2.0
+DEQUANTIZE_SCALE = np.float32((QUANTIZED_MAX - QUANTIZED_MIN) / 255.0)
+DEQUANTIZE_BIAS = np.float32((QUANTIZED_MAX - QUANTIZED_MIN) / 512.0 + QUANTIZED_MIN)
 
 
 def dequantize(quantized: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
