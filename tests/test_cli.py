@@ -76,8 +76,9 @@ def test_a_missing_flag_is_one_line():
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--eval_data_pattern" in result.stderr
 
 
-@pytest.mark.parametrize("flags,value", [(["--skip_corrupt_records"], True), (["--skip_corrupt_records", "false"], False),
-                                         (["--noskip_corrupt_records"], False), ([], False)])
+@pytest.mark.parametrize("flags,value", [
+    (["--skip_corrupt_records"], True), (["--skip_corrupt_records", "false"], False),
+    (["--noskip_corrupt_records"], False), ([], False)])
 def test_a_boolean_flag_leaves_the_positional_argument_alone(flags, value):
     _, parser = build_subcommand_parser("inspect")
     args = parser.parse_args([*flags, "data/train*.tfrecord"])
