@@ -296,7 +296,7 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -320,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-shape", help=argparse.SUPPRESS)
     parser.add_argument("--probe-kind", help=argparse.SUPPRESS)
     parser.add_argument("--probe-mode", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     global clock
     clock = CLOCKS[args.clock]

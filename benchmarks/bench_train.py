@@ -11,6 +11,8 @@ are `compactvid.fully_compact`'s).
   penalty, backward, per-tensor gradient clipping, Adam), on a fixed batch already in memory, so that
   the model is measured and not the data pipeline (see bench_data.py for that); median over steps.
 - inference: milliseconds per video, batch of 1, one CPU thread (or the GPU), eval mode; median.
+- precision (GPU): ``--precision bfloat16`` (default, `compactvid train`'s --mixed_precision) runs forward
+  passes under bfloat16 autocast, ``--precision float32`` without it (the paper profile of the experiments).
   Also reported: the fastest step / pass, and the process's CPU time per step (less sensitive to other
   jobs on the machine than wall-clock time).
   Dense and compact steps alternate in one process, so a shared machine slows both alike.
@@ -25,6 +27,7 @@ NeXtVLAD's local script's (128 clusters, hidden FC 2048), for a GPU.
 
     python benchmarks/bench_train.py --json bench_train.json
     python benchmarks/bench_train.py --profile paper --device cuda --json bench_train_gpu.json
+    python benchmarks/bench_train.py --profile paper --device cuda --precision float32 --json bench_train_f32.json
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ class _Run:
 
         c, model = self.config, self.model
         model.train()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with self.autocast():
             predictions = model(self.frames)
         loss = self.loss_fn(predictions.float(), self.labels) + c.regularization_penalty * model.regularization_loss()
         self.optimizer.zero_grad(set_to_none=True)
@@ -106,8 +109,15 @@ class _Run:
         import torch
 
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             self.model(self.frames[:1])
+
+    def autocast(self):
+        """bfloat16 autocast on GPU with --mixed_precision (as `compactvid train`), else nothing."""
+        import torch
+
+        return torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=self.device.type == "cuda" and self.config.mixed_precision)
 
 
 def _timed(fn, device: "torch.device") -> tuple[float, float]:
@@ -176,17 +186,23 @@ def _in_fresh_process(fn, *args):
         return pool.apply(fn, args)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16",
+                        help="on GPU: forward passes under bfloat16 autocast (--mixed_precision) or in float32")
     parser.add_argument("--steps", type=int, default=5, help="Timed training steps per model (after one warm-up).")
     parser.add_argument("--inference_runs", type=int, default=30, help="Timed batch-1 forward passes per model.")
     parser.add_argument("--families", default=",".join(MODELS),
                         help=f"Comma-separated families to measure (default: all of {','.join(MODELS)}).")
     parser.add_argument("--json", help="Write the results here.")
-    args = parser.parse_args()
+    return parser
 
+
+def main() -> None:
+    parser = build_parser()
+    args = parser.parse_args()
     rows = []
     load_before = os.getloadavg()
     families = [family for family in args.families.split(",") if family]
@@ -195,7 +211,7 @@ def main() -> None:
         parser.error(f"--families: unknown {', '.join(unknown)}; choose among {', '.join(MODELS)}")
     for embedding in families:
         variants = MODELS[embedding]
-        profile = PROFILES[args.profile]
+        profile = PROFILES[args.profile] + [f"--mixed_precision={args.precision == 'bfloat16'}"]
         speeds = _in_fresh_process(measure_speed, [profile + flags for flags in variants], args.device,
                                    args.steps, args.inference_runs)
         for variant, flags, speed in zip(VARIANTS, variants, speeds):
@@ -205,7 +221,8 @@ def main() -> None:
         print(f"measured {embedding}", flush=True)
 
     memory = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
-    print(f"\nprofile {args.profile} on {args.device}: {' '.join(PROFILES[args.profile])}")
+    print(f"\nprofile {args.profile} on {args.device} ({args.precision if args.device == 'cuda' else 'float32'}): "
+          f"{' '.join(PROFILES[args.profile])}")
     print(f"{'model':<9} {'variant':<13} {'params':>11} {'train ex/s':>11} {'step ms':>8} {'min':>7} "
           f"{'cpu ms':>8} {memory:>12} {'infer ms/video':>15} {'min':>6}")
     for r in rows:
@@ -227,6 +244,7 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"profile": args.profile, "profile_flags": PROFILES[args.profile], "device": args.device,
                        "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
+                       "precision": args.precision if args.device == "cuda" else "float32",
                        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                    "torch": torch.__version__,
                                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},

@@ -216,7 +216,7 @@ def test_autocast_runs_ffts_in_float32(dtype):
     assert layer.weight.grad is not None and layer.weight.grad.dtype == torch.float32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("diag", VARIANTS)
 def test_cuda_matches_cpu(diag):
     torch.manual_seed(8)

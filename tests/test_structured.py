@@ -224,7 +224,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
             torch.testing.assert_close(torch.from_numpy(y), layer(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_cuda_matches_cpu(kind):
     torch.manual_seed(8)
