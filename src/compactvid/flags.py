@@ -57,8 +57,8 @@ class FlagParser(argparse.ArgumentParser):
     line in one line: the problem, the closest flag to an unknown one, and where the flags are listed."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(self._explicit_bool_values(args), namespace)
+        """Parse `args`, the words the caller gives (cli.py passes them: only it knows about sys.argv)."""
+        return super().parse_known_args(self._explicit_bool_values(list(args or ())), namespace)
 
     def _explicit_bool_values(self, args: list[str]) -> list[str]:
         """`args` with each boolean flag written ``--flag=VALUE``: a following word is its value only when
