@@ -48,6 +48,7 @@ def tiny_run(tmp_path_factory):
 JSON_COMMANDS = {
     "eval": lambda run: [f"--train_dir={run['dir']}", f"--eval_data_pattern={run['validate']}", "--run_once"],
     "inspect": lambda run: [run["validate"], f"--feature_sizes={RGB},{AUDIO}"],
+    "export": lambda run: [f"--train_dir={run['dir']}", f"--output={run['dir']}.onnx"],
     "params": lambda run: TINY_FLAGS,
 }
 

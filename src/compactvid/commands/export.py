@@ -15,10 +15,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 
+from compactvid.commands.json_output import add_json_flag, write_json
 from compactvid.errors import ConfigError
 from compactvid.export import DTYPES, FORMATS, QUANTIZATIONS
 
@@ -38,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Files with labels: report the artifact's GAP@20 and the checkpoint's on them.")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="Videos per batch for --validate (default: the training run's --batch_size).")
-    parser.add_argument("--json", action="store_true", help="Print the results as JSON on stdout.")
+    add_json_flag(parser, "the results (output, format, bytes, dtype, quantize, step; with --validate "
+                          "artifact_gap and checkpoint_gap)")
 
 
 def validate(model, artifact, pattern: str, config, batch_size: int | None) -> dict[str, float]:
@@ -79,12 +79,11 @@ def run(args: argparse.Namespace) -> int:
               "quantize": args.quantize, "step": step}
     if args.validate:
         result.update(validate(model, load_artifact(args.output), args.validate, config, args.batch_size))
+    line = (f"wrote {args.output}: {size:,} bytes, {args.format}, weights {args.dtype}"
+            f"{', int8 linear layers' if args.quantize else ''} (checkpoint of step {result['step']})")
+    if args.validate:
+        line += f"; GAP@20 {result['artifact_gap']:.4f} (checkpoint {result['checkpoint_gap']:.4f})"
+    print(line)
     if args.json:
-        print(json.dumps(result))
-    else:
-        line = (f"wrote {args.output}: {size:,} bytes, {args.format}, weights {args.dtype}"
-                f"{', int8 linear layers' if args.quantize else ''} (checkpoint of step {result['step']})")
-        if args.validate:
-            line += f"; GAP@20 {result['artifact_gap']:.4f} (checkpoint {result['checkpoint_gap']:.4f})"
-        print(line, file=sys.stderr if args.json else sys.stdout)
+        write_json(result, args.json)
     return 0
