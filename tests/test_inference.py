@@ -25,7 +25,7 @@ def test_rows_are_written_batch_by_batch():
         for i in range(3):
             if i:
                 assert out.getvalue().count("\n") == 1 + 2 * i  # header + the rows so far
-            yield {"frames": torch.rand(2, 4), "ids": [f"v{i}a", f"v{i}b"]}
+            yield {"frames": torch.rand(2, 4), "num_frames": torch.ones(2, dtype=torch.int64), "ids": [f"v{i}a", f"v{i}b"]}
 
     assert write_predictions(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Sigmoid()), batches(), out) == 6
     assert out.getvalue().startswith(HEADER)
