@@ -157,7 +157,7 @@ def ensure_synthetic_data(data_dir: str, num_videos: int, num_classes: int, seed
         json.dump(wanted, f)
 
 
-def _existing_training_files(data: str) -> dict[str, str]:
+def existing_training_files(data: str) -> dict[str, str]:
     """{"train_data_pattern": ...} without the parts of the README's that match no file in `data` (the
     synthetic data and the 2018 release name their validation files validate0000..., which the README's
     validate[A-Za-z]* misses), or {} when every part matches: a part that matches nothing is an error."""
@@ -193,7 +193,7 @@ def run_experiment(name: str, profile: str, output_dir: str, data_dir: str | Non
         num_classes = num_classes or SYNTHETIC_DATA["num_classes"]
     data = data_dir.rstrip("/") + "/"
     extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False",
-             **_existing_training_files(data)}
+             **existing_training_files(data)}
     if num_classes:
         extra["num_classes"] = str(num_classes)
     extra.update(overrides or {})

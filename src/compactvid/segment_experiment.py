@@ -19,7 +19,7 @@ import statistics
 
 from compactvid.errors import CompactVidError
 from compactvid.experiments import (EVAL_PATTERN, EXPERIMENTS, SMALL_PROFILE, SYNTHETIC_DATA, ensure_synthetic_data,
-                                    run_argv)
+                                    existing_training_files, run_argv)
 from compactvid.plotting import Curve, plot_panels, read_metrics, validation_curve
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def run_segment_experiment(profile: str, output_dir: str, data_dir: str | None =
         num_classes = num_classes or SYNTHETIC_DATA["num_classes"]
     data = data_dir.rstrip("/") + "/"
     extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False",
-             **({"num_classes": str(num_classes)} if num_classes else {}), **(overrides or {})}
+             **existing_training_files(data), **({"num_classes": str(num_classes)} if num_classes else {}),
+             **(overrides or {})}
     segment_eval = SEGMENT_EVAL.format(data=data)
     runs = []
     for run in RUNS:
