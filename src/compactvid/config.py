@@ -142,8 +142,8 @@ class Config:
                                    "NeXtVLADModel's SE gating.")
     batch_norm_decay: float = _flag(
         _M.batch_norm_decay, "train", "Decay of the batch-norm moving averages used at evaluation (TF-slim's "
-        "default, as the original). Short runs need less, e.g. 0.9: after S steps the averages hold "
-        "1 - decay**S of the data.")
+        "default, as the original), reached after a warm-up: update t uses min(decay, (1+t)/(10+t)), as "
+        "TensorFlow's ExponentialMovingAverage with num_updates, so that short runs evaluate correctly too.")
 
     # --- training ---------------------------------------------------------------------------------
     train_dir: str = _flag("/tmp/yt8m_model/", "train", "Directory of the run: config, checkpoints, metrics.")
