@@ -55,7 +55,8 @@ SHAPES = [
 def build(kind: str, shape: Shape, diag: str, k_factor: int, device: str) -> nn.Module:
     if kind == "dense":
         return nn.Linear(shape.in_features, shape.out_features, bias=False, device=device)
-    return CirculantLinear(shape.in_features, shape.out_features, diag=diag, k_factor=k_factor, device=device)
+    return CirculantLinear(shape.in_features, shape.out_features, bias=False, diag=diag, k_factor=k_factor,
+                           device=device)
 
 
 def make_step(module: nn.Module, shape: Shape, mode: str, device: str) -> Callable[[], None]:

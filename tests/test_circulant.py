@@ -180,6 +180,11 @@ def test_any_leading_batch_dims(lead):
     torch.testing.assert_close(y, _dense_forward(layer, x))
 
 
+def test_bias_defaults_to_true_as_nn_linear():
+    assert CirculantLinear(8, 8).bias is not None and torch.nn.Linear(8, 8).bias is not None
+    assert CirculantLinear(8, 8, False).bias is None  # nn.Linear's positional order
+
+
 def test_wrong_input_size_and_bad_arguments_raise():
     layer = CirculantLinear(8, 8)
     with pytest.raises(ValueError, match=r"\[\.\.\., 8\]"):

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from compactvid.config import Config
 from compactvid.layers.circulant import CirculantLinear
+from compactvid.models.args import ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, LogisticModel, MoeModel, create_classifier
+from compactvid.models.registry import create_model
 
 IN, C, M = 12, 5, 3
 
@@ -72,7 +73,7 @@ def test_circulant_moe_layers_and_counts(x, projection, diag, k_factor):
 
 
 def test_registered_circulant_mixtures_follow_the_original():
-    config = Config(num_classes=C, moe_num_mixtures=M, k_factor=2, moe_l2=0.5)
+    config = ModelArgs(num_classes=C, moe_num_mixtures=M, k_factor=2, moe_l2=0.5)
     plain = create_classifier("Circulant_MoeModel", config, IN)
     factored = create_classifier("CirculantWithFactor_MoeModel", config, IN)
     dense = create_classifier("MoeModel", config, IN)
@@ -83,10 +84,19 @@ def test_registered_circulant_mixtures_follow_the_original():
 
 
 def test_moe_gating_flags():
-    config = Config(num_classes=C, MoE_gating=False)
+    config = ModelArgs(num_classes=C, MoE_gating=False)
     assert create_classifier("MoeModel", config, IN).gating is None
-    config = Config(num_classes=C, moe_add_batch_norm=False)
+    config = ModelArgs(num_classes=C, moe_add_batch_norm=False)
     assert isinstance(create_classifier("MoeModel", config, IN).gating.norm, torch.nn.Identity)
+
+
+def test_moe_model_alone_gates_with_a_bias_as_the_original():
+    """The original's train.py builds MoeModel without add_batch_norm: its context gating has a bias."""
+    args = ModelArgs(model="MoeModel", frame_features=False, feature_sizes=(IN,), num_classes=C)
+    gating = create_model(args).gating
+    assert isinstance(gating.norm, torch.nn.Identity) and gating.projection.bias is not None
+    head = create_classifier("MoeModel", args, IN)  # the frame-level network's head keeps batch norm
+    assert isinstance(head.gating.norm, torch.nn.BatchNorm1d) and head.gating.projection.bias is None
 
 
 def test_logistic_model(x):

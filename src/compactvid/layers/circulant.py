@@ -239,7 +239,7 @@ class CirculantLinear(StructuredLinear):
         in_features: size n of each input row; every circulant is n x n.
         out_features: output size; ``blocks = ceil(out_features / n)`` blocks are stacked and the
             result truncated.
-        bias: add a learned bias ``[out_features]``.
+        bias: add a learned bias ``[out_features]`` (default True, as ``nn.Linear``).
         diag: ``"learned"`` (factor C(w) D, D trained), ``"sign"`` (factor D C(w), D a fixed random
             +-1 buffer) or ``"none"`` (factor C(w)).
         k_factor: number of factors multiplied in each block (>= 1).
@@ -265,7 +265,7 @@ class CirculantLinear(StructuredLinear):
         self,
         in_features: int,
         out_features: int,
-        bias: bool = False,
+        bias: bool = True,
         diag: str = "learned",
         k_factor: int = 1,
         device: torch.device | str | None = None,

@@ -10,6 +10,10 @@ As the original's ``video_level_models``:
   projections, no gating, no penalty) and ``CirculantWithFactor_MoeModel`` (diagonal-circulant with
   ``--k_factor`` factors, no gating, no penalty).
 
+Trained alone on video-level features, ``MoeModel``'s context gating has a bias, not batch norm, as in
+the original: its ``train.py`` calls the model without ``add_batch_norm`` (only the frame-level network
+passes ``--moe_add_batch_norm``).
+
 Every classifier exposes ``regularization_loss()``: ``l2 * sum(w**2) / 2`` over its penalized weights
 (slim's ``l2_regularizer``, i.e. ``l2 * tf.nn.l2_loss(w)``), and ``components()`` for the parameter report.
 `CLASSIFIERS` maps the names of ``--video_level_classifier_model`` to builders.
@@ -131,14 +135,18 @@ class MoeModel(nn.Module):
         return parts
 
 
-def _moe(projection: str) -> Callable[[ModelArgs, int], nn.Module]:
-    def build(args: ModelArgs, input_size: int) -> nn.Module:
+# A classifier builder: (model arguments, input width, alone on video-level features?) -> the classifier.
+Builder = Callable[[ModelArgs, int, bool], nn.Module]
+
+
+def _moe(projection: str) -> Builder:
+    def build(args: ModelArgs, input_size: int, alone: bool) -> nn.Module:
         dense = projection == "dense"
         # The original's plain circulant mixture has one factor whatever --k_factor says.
         k_factor = args.k_factor if projection == "diagonal_circulant" else 1
         return MoeModel(input_size, args.num_classes, args.moe_num_mixtures, projection=projection,
                         k_factor=k_factor, output_gating=dense and args.MoE_gating,
-                        gating_batch_norm=args.moe_add_batch_norm,
+                        gating_batch_norm=args.moe_add_batch_norm and not alone,
                         gating_compact=compact_layer(args, args.gating_circulant),
                         l2_penalty=args.moe_l2 if dense else 0.0, batch_norm_decay=args.batch_norm_decay)
     return build
@@ -151,12 +159,14 @@ MIXTURES: dict[str, str] = {
     "CirculantWithFactor_MoeModel": "diagonal_circulant",
 }
 
-CLASSIFIERS: dict[str, Callable[[ModelArgs, int], nn.Module]] = {
-    "LogisticModel": lambda args, input_size: LogisticModel(input_size, args.num_classes, args.l2_penalty),
+CLASSIFIERS: dict[str, Builder] = {
+    "LogisticModel": lambda args, input_size, alone: LogisticModel(input_size, args.num_classes,
+                                                                   args.l2_penalty),
     **{name: _moe(projection) for name, projection in MIXTURES.items()},
 }
 
 
-def create_classifier(name: str, args: ModelArgs, input_size: int) -> nn.Module:
-    """Build the classifier registered as ``name`` from ``args`` on inputs ``[batch, input_size]``."""
-    return CLASSIFIERS[name](args, input_size)
+def create_classifier(name: str, args: ModelArgs, input_size: int, *, alone: bool = False) -> nn.Module:
+    """Build the classifier registered as ``name`` from ``args`` on inputs ``[batch, input_size]``;
+    ``alone``: the whole model, on video-level features (else the head of a frame-level network)."""
+    return CLASSIFIERS[name](args, input_size, alone)

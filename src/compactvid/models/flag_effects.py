@@ -82,8 +82,10 @@ _NETWORK_ONLY = sorted({*_NETWORK_RULES, *(e.add_flag for e in EMBEDDINGS.values
 _CLASSIFIER_RULES: dict[str, tuple[Callable[[_Setting], bool], str]] = {
     "moe_num_mixtures": (lambda s: s.classifier in MIXTURES, "the classifier is not a mixture of experts"),
     "MoE_gating": (lambda s: MIXTURES.get(s.classifier) == "dense", "only MoeModel has output context gating"),
-    "moe_add_batch_norm": (lambda s: MIXTURES.get(s.classifier) == "dense" and s.args.MoE_gating,
-                           "it acts inside MoeModel's output context gating (--MoE_gating)"),
+    "moe_add_batch_norm": (lambda s: MIXTURES.get(s.classifier) == "dense" and s.args.MoE_gating
+                           and is_frame_level(s.args.model),
+                           "it acts inside the output context gating (--MoE_gating) of a network's MoeModel; "
+                           "MoeModel alone gates with a bias, as the original's train.py builds it"),
     "moe_l2": (lambda s: MIXTURES.get(s.classifier) == "dense", "only MoeModel's dense weights are penalized"),
     "k_factor": (_diagonal_circulant_layers, "no layer is diagonal-circulant"),
     "gating_circulant": (_context_gating, "there is no context gating (MoeModel with --MoE_gating, or "

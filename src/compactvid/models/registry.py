@@ -36,7 +36,7 @@ NEXTVLAD = "NeXtVLADModel"
 
 def _video_level(name: str) -> Callable[[ModelArgs], nn.Module]:
     def build(args: ModelArgs) -> nn.Module:
-        return create_classifier(name, args, sum(args.feature_sizes))
+        return create_classifier(name, args, sum(args.feature_sizes), alone=True)
     return build
 
 
