@@ -1,6 +1,7 @@
 """The seed's experiments end to end at a tiny size: runs, results.json, results.md, the figure, resuming."""
 
 import json
+import logging
 import os
 import shlex
 
@@ -8,7 +9,7 @@ import pytest
 
 from compactvid.cli import main
 from compactvid.data.synthetic import write_dataset
-from compactvid.experiments import EXPERIMENTS, SMALL_PROFILE, run_argv, run_experiment
+from compactvid.experiments import EXPERIMENTS, PROFILES, run_argv, run_experiment
 from compactvid.flags import parse_config
 from compactvid.plotting import describe, validation_curve
 from seed_commands import seed_params
@@ -25,7 +26,8 @@ def test_every_run_is_the_readme_command_line():
     for experiment in EXPERIMENTS.values():
         for run in experiment.runs:
             argv = run_argv(run, "paper", "d/", "out")
-            assert argv[1:] == shlex.split(run.flags) + seed
+            paper = [f"--{flag}={value}" for flag, value in PROFILES["paper"].items()]
+            assert argv[1:] == shlex.split(run.flags) + seed + paper
             parse_config(argv)  # every flag is accepted
     netfv = EXPERIMENTS["exp2-netfv"].runs[1].flags
     assert "--fc_fisher_circulant=True" in netfv and "netvlad" not in netfv
@@ -47,11 +49,28 @@ def test_validation_curve_in_fractional_epochs():
     assert validation_curve(records) == [(0.5, 0.3), (1.0, 0.4), (1.5, 0.5)]
 
 
-def test_small_profile_changes_only_the_listed_flags():
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profiles_change_only_their_listed_flags(profile):
     run = EXPERIMENTS["exp3"].runs[0]
-    paper, small = run_argv(run, "paper", "d/", "out"), run_argv(run, "small", "d/", "out")
-    changed = {a.split("=")[0][2:] for a in set(small) - set(paper)}
-    assert changed == set(SMALL_PROFILE)
+    readme = ["--train_dir=out", *shlex.split(run.flags), *seed_params("d/")]
+    changed = {a.split("=")[0][2:] for a in set(run_argv(run, profile, "d/", "out")) - set(readme)}
+    assert changed == set(PROFILES[profile])
+
+
+def test_paper_profile_trains_in_float32_and_says_so(monkeypatch, caplog, tmp_path):
+    config, _ = parse_config(run_argv(EXPERIMENTS["exp3"].runs[0], "paper", "d/", "out"))
+    assert config.mixed_precision is False  # the paper's precision, not the bfloat16 autocast default
+
+    class Stop(Exception):
+        pass
+
+    def stop(config):
+        raise Stop
+
+    monkeypatch.setattr("compactvid.train.train", stop)  # the notes come before the first run trains
+    with caplog.at_level(logging.INFO, logger="compactvid.experiments"), pytest.raises(Stop):
+        run_experiment("exp3", "paper", str(tmp_path), data_dir=str(tmp_path), num_classes=5)
+    assert any("float32 throughout, as the paper" in r.getMessage() for r in caplog.records)
 
 
 @pytest.fixture(scope="module")

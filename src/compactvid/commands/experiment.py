@@ -9,7 +9,8 @@ Experiments (the README's command lines, one sub-directory of --output_dir per r
   segments      dense and compact DBoF models, video level then fine-tuned on rated 5-frame segments
                 (2019 release): segment mAP@N before and after (synthetic data: generated with ratings)
 
---profile paper keeps the README's PARAMS (GPUs, the real dataset); --profile small changes a few flags
+--profile paper keeps the README's PARAMS (GPUs, the real dataset) and trains in float32 as the paper
+(--mixed_precision=False); --profile small changes a few flags
 (listed in the output) so that an experiment finishes on a 2-core CPU in minutes. Without --data_dir a
 synthetic dataset is generated once in OUTPUT_DIR/data. Finished runs are not redone: rerunning the same
 command resumes an interrupted experiment.
@@ -28,7 +29,8 @@ from compactvid.segment_experiment import NAME as SEGMENTS, run_segment_experime
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=sorted(EXPERIMENTS) + [SEGMENTS], help="the experiment to run")
     parser.add_argument("--profile", choices=PROFILES, default="small",
-                        help="paper: the README's sizes; small: a 2-core CPU in minutes (default: small)")
+                        help="paper: the README's sizes, in float32; small: a 2-core CPU in minutes "
+                        "(default: small)")
     parser.add_argument("--output_dir", default=None, help="where runs and results go (default: ./runs/NAME)")
     parser.add_argument("--data_dir", default=None,
                         help="YouTube-8M frame-level files (train*.tfrecord, validate*.tfrecord); "
