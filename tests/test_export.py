@@ -51,7 +51,7 @@ def trained_like(model: torch.nn.Module) -> torch.nn.Module:
                                           (4096, 300, "learned", 1), (130, 1000, "learned", 2)])
 def test_export_formulation_equals_the_layer(n, out, diag, k):
     """Real-arithmetic product (matrix DFTs, four-step splits, pruned outputs) == the FFT autograd Function."""
-    layer = CirculantLinear(n, out, diag=diag, k_factor=k, dtype=torch.float64)
+    layer = CirculantLinear(n, out, bias=False, diag=diag, k_factor=k, dtype=torch.float64)
     x = torch.randn(5, n, dtype=torch.float64)
     with torch.no_grad():
         expected = layer(x)
