@@ -17,7 +17,7 @@ from seed_commands import seed_params
 TINY = {"num_epochs": "2", "dbof_cluster_size": "32", "fc_hidden_size": "16", "iterations": "5",
         "n_bagging": "1", "batch_size": "8", "moe_num_mixtures": "2", "eval_every_steps": "2",
         "log_every_steps": "2"}
-RUN_FIELDS = {"name", "flags", "parameters", "bytes", "compression", "best_val_gap", "final_val_gap", "val_map",
+RUN_FIELDS = {"name", "flags", "parameters", "bytes", "float16_export_bytes", "compression", "best_val_gap", "final_val_gap", "val_map",
               "val_hit_at_1", "val_perr", "train_examples_per_sec", "inference_ms_per_video", "curve"}
 
 
@@ -100,6 +100,7 @@ def test_experiment_results_json_describes_each_run(trained_exp1):
         assert 0 < run["best_val_gap"] <= 1 and run["final_val_gap"] <= run["best_val_gap"]
         assert run["compression"] > 1  # compact FC after DBoF
         assert run["inference_ms_per_video"] > 0 and run["train_examples_per_sec"] > 0
+        assert run["float16_export_bytes"] > run["bytes"] / 2  # float16 weights, plus the graph
         assert "--use_d_matrix=True" in run["flags"] or run["name"] == "dc"
     # The learned diagonal has twice the parameters of the fixed one in the compact FC layers.
     assert saved["runs"][0]["parameters"] > saved["runs"][1]["parameters"]

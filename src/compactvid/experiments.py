@@ -246,6 +246,15 @@ def inference_ms_per_video(train_dir: str, data_pattern: str, videos: int = 40) 
     return 1000 * statistics.median(times)
 
 
+def float16_export_bytes(train_dir: str) -> int:
+    """Bytes of the newest checkpoint's float16 ONNX export (`compactvid export --dtype=float16`)."""
+    from compactvid.evaluate import load_trained_model
+    from compactvid.export import export_bytes, input_shape
+
+    config, model, _ = load_trained_model(train_dir)
+    return export_bytes(model, input_shape(config.model_args()))
+
+
 def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs: dict[str, list[str]],
                     eval_pattern: str) -> dict:
     """The results.json dict of an experiment whose runs are trained in `output_dir`/<run name>."""
@@ -263,6 +272,7 @@ def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs
         runs.append({
             "name": run.name, "label": run.label, "flags": " ".join(argvs[run.name]),
             "parameters": params["total"], "bytes": params["bytes"]["float32"],
+            "float16_export_bytes": float16_export_bytes(train_dir),
             "compression": params["dense_total"] / params["total"],
             "best_val_gap": max(r["val_gap"] for r in validations), "final_val_gap": last["val_gap"],
             "val_map": last["val_map"], "val_hit_at_1": last["val_hit_at_1"], "val_perr": last["val_perr"],
@@ -275,12 +285,13 @@ def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs
 
 def results_table(results: dict) -> str:
     """results.json as a Markdown table."""
-    lines = ["| Run | Parameters | MB (float32) | Compression | Best val GAP | Final val GAP | mAP | Hit@1 "
-             "| PERR | Train videos/s | Inference ms/video |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Run | Parameters | MB (float32) | MB (float16 export) | Compression | Best val GAP | Final val GAP "
+             "| mAP | Hit@1 | PERR | Train videos/s | Inference ms/video |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["runs"]:
         speed = f"{r['train_examples_per_sec']:.0f}" if r["train_examples_per_sec"] else "-"
-        lines.append(f"| {r['label']} | {r['parameters']:,} | {r['bytes'] / 1e6:.1f} | {r['compression']:.2f}x "
+        lines.append(f"| {r['label']} | {r['parameters']:,} | {r['bytes'] / 1e6:.1f} "
+                     f"| {r['float16_export_bytes'] / 1e6:.1f} | {r['compression']:.2f}x "
                      f"| {r['best_val_gap']:.4f} | {r['final_val_gap']:.4f} | {r['val_map']:.4f} "
                      f"| {r['val_hit_at_1']:.4f} | {r['val_perr']:.4f} | {speed} "
                      f"| {r['inference_ms_per_video']:.2f} |")

@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -40,7 +41,7 @@ from compactvid.errors import CompactVidError, ConfigError
 from compactvid.models.args import ModelArgs
 
 __all__ = ["FORMATS", "DTYPES", "QUANTIZATIONS", "export_model", "load_artifact", "Artifact", "input_shape",
-           "load_model", "check_choices"]
+           "load_model", "check_choices", "export_bytes"]
 
 FORMATS = ("onnx", "pt2")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -114,7 +115,8 @@ def export_model(model: nn.Module, path: str, input_shape: tuple[int, ...], *, f
     os.close(fd)
     try:
         write = _write_onnx if format == "onnx" else _write_pt2
-        write(model, example, temp, quantize, info)
+        with _quiet_exporters():
+            write(model, example, temp, quantize, info)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
@@ -122,15 +124,22 @@ def export_model(model: nn.Module, path: str, input_shape: tuple[int, ...], *, f
     return os.path.getsize(path)
 
 
+def export_bytes(model: nn.Module, input_shape: tuple[int, ...], format: str = "onnx",
+                 dtype: str = "float16") -> int:
+    """Bytes of ``model``'s artifact, written to a temporary directory and removed (the values of the
+    weights do not matter: a model from ``to_empty`` will do)."""
+    with tempfile.TemporaryDirectory() as directory:
+        return export_model(model, os.path.join(directory, f"model.{format}"), input_shape, format=format,
+                            dtype=dtype)
+
+
 def _dynamic_batch() -> tuple[dict[int, Any]]:
     return ({0: torch.export.Dim("batch")},)
 
 
 def _write_onnx(model: nn.Module, example: Tensor, path: str, quantize: str | None, info: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation notes are not the user's business
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_batch(), verbose=False)
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_batch(), verbose=False)
     program.model.metadata_props[METADATA_KEY] = info
     program.save(path)
     if quantize == "int8":
@@ -151,9 +160,8 @@ def _quantize_onnx(model: nn.Module, path: str) -> None:
         return
     quantized = path + ".int8"
     try:
-        with _without_root_warnings():  # the quantizer advises, on the root logger, a pre-processing step
-            quantize_dynamic(path, quantized, nodes_to_quantize=nodes, weight_type=QuantType.QInt8,
-                             extra_options={"MatMulConstBOnly": True})
+        quantize_dynamic(path, quantized, nodes_to_quantize=nodes, weight_type=QuantType.QInt8,
+                         extra_options={"MatMulConstBOnly": True})
         os.replace(quantized, path)
     finally:
         if os.path.exists(quantized):
@@ -161,14 +169,20 @@ def _quantize_onnx(model: nn.Module, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _without_root_warnings() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def _quiet_exporters() -> Iterator[None]:
+    """Keep the exporters' progress lines, optimizer notes and the int8 quantizer's advice (logged on the
+    root logger) off the user's screen, and anything they print off stdout (which `--json` owns)."""
+    loggers = [logging.getLogger(name) for name in ("", "onnxscript", "torch.onnx", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _write_pt2(model: nn.Module, example: Tensor, path: str, quantize: str | None, info: str) -> None:
@@ -210,9 +224,11 @@ class Artifact:
         return self._run(np.ascontiguousarray(array, dtype=np.float32))
 
 
-def load_artifact(path: str, session: bool = True) -> Artifact:
+def load_artifact(path: str, session: bool = True, threads: int | None = None) -> Artifact:
     """The artifact at ``path`` (format from its extension: ``.onnx`` or ``.pt2``); session=False reads
-    only its metadata. CompactVidError naming the file if it is missing or not a compactvid artifact."""
+    only its metadata; threads: ONNX Runtime's intra-op threads (default: its own choice, every core; a
+    ``.pt2`` program uses torch's setting). CompactVidError naming the file if it is missing or not a
+    compactvid artifact."""
     format = os.path.splitext(path)[1].lstrip(".")
     if format not in FORMATS:
         raise ConfigError(f"--model={path}: unknown artifact format; use a .onnx or .pt2 file written by "
@@ -220,7 +236,7 @@ def load_artifact(path: str, session: bool = True) -> Artifact:
     if not os.path.isfile(path):
         raise ConfigError(f"--model={path}: no such file")
     try:
-        metadata, run = (_open_onnx if format == "onnx" else _open_pt2)(path, session)
+        metadata, run = _open_onnx(path, session, threads) if format == "onnx" else _open_pt2(path, session)
     except CompactVidError:
         raise
     except Exception as error:  # onnx, onnxruntime and torch raise many types for foreign files
@@ -235,7 +251,7 @@ def _parse_metadata(path: str, text: str | None) -> dict[str, Any]:
     return json.loads(text)
 
 
-def _open_onnx(path: str, session: bool) -> tuple[dict[str, Any], Callable | None]:
+def _open_onnx(path: str, session: bool, threads: int | None) -> tuple[dict[str, Any], Callable | None]:
     if not session:
         import onnx
 
@@ -245,6 +261,7 @@ def _open_onnx(path: str, session: bool) -> tuple[dict[str, Any], Callable | Non
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ONNX Runtime warns about unused initializers
+    options.intra_op_num_threads = threads or 0
     sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     metadata = _parse_metadata(path, sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY))
     return metadata, lambda frames: sess.run([OUTPUT_NAME], {INPUT_NAME: frames})[0]

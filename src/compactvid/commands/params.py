@@ -1,6 +1,7 @@
 """Count a model's parameters without training it: per component (embeddings, FC layers, classifier,
 context gating; video and audio), their dense equivalents (every circulant layer replaced by a dense
-matrix), the total, and the size in bytes at float32 and float16.
+matrix), the total, and the size in bytes at float32 and float16 (with --export_bytes, also the bytes of the
+float16 ONNX file `compactvid export` writes).
 
 Takes the same flags as `compactvid train` (a seed command line can be pasted as is); the model is
 built on PyTorch's meta device, so even the largest configuration costs no memory. Example:
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser, "the report (the params.json format)")
+    parser.add_argument("--export_bytes", action="store_true",
+                        help="also export the model as a float16 ONNX file (to a temporary directory) and report "
+                             "its bytes (bytes.float16_export); a minute at the README's sizes")
     add_config_flags(parser, ("data", "model", "train", "ignored"))
 
 
@@ -51,6 +55,9 @@ def format_report(report: dict) -> str:
               row_format.format("non-trainable buffers", "", "", f"{report['buffers']:,}", "", ""),
               f"size: {report['bytes']['float32']:,} bytes at float32, {report['bytes']['float16']:,} bytes at "
               f"float16 ({report['bytes']['float32'] / 2**20:,.1f} / {report['bytes']['float16'] / 2**20:,.1f} MiB)"]
+    if "float16_export" in report["bytes"]:
+        lines.append(f"float16 ONNX export: {report['bytes']['float16_export']:,} bytes "
+                     f"({report['bytes']['float16_export'] / 2**20:,.1f} MiB)")
     matrices = report["dense_matrices"]
     lines += ["", f"largest dense matrices (of {len(matrices)}):" if matrices else "no dense matrix"]
     lines += [f"  {m['name']:<40} {'x'.join(map(str, m['shape'])):>14} {m['params']:>14,}" for m in matrices[:5]]
@@ -65,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     for message in ineffective_flags(model_args):
         log.warning(message)
     report = parameter_report(model, model_args)
+    if args.export_bytes:
+        from compactvid.export import export_bytes, input_shape
+
+        # The file's size does not depend on the weights' values (zeros keep it reproducible).
+        model = model.to_empty(device="cpu").eval()
+        for tensor in model.state_dict().values():
+            tensor.zero_()
+        report["bytes"]["float16_export"] = export_bytes(model, input_shape(model_args))
     if args.json:
         write_json(report, args.json)
     if args.json != STDOUT:
