@@ -1,9 +1,12 @@
-"""CirculantLinear vs nn.Linear at the shapes of the paper's models, in the same run.
+"""CirculantLinear, LowRankLinear and MonarchLinear vs nn.Linear at the shapes of the paper's models,
+in the same run.
 
 For each shape (rows, in -> out): forward+backward and forward-only (no_grad) wall time, the speedup
 over the dense layer, peak memory of one step, and the ratio of the circulant time to its FFT floor:
 the transforms the layer cannot avoid (see transform_counts), run alone as bare torch.fft calls in
-batches of the layer's chunk size, timed in the same interleaved loop.
+batches of the layer's chunk size, timed in the same interleaved loop. The low-rank and Monarch layers
+(`--budgets`, default 1,4,16) are sized by `make_compact_linear` at that many times the circulant
+layer's weights, and timed in the same loop (speedups over dense and over circulant).
 
     python benchmarks/bench_layers.py --threads 2 --json bench_layers.json
 
@@ -29,8 +32,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from compactvid.layers import CirculantLinear
+from compactvid.layers import CirculantLinear, make_compact_linear
 from compactvid.layers import circulant as circulant_module
+
+# The structured layers compared with the circulant one at multiples of its weights.
+FAMILY = ("lowrank", "monarch")
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,16 @@ SHAPES = [
 
 
 def build(kind: str, shape: Shape, diag: str, k_factor: int, device: str) -> nn.Module:
+    """``dense``, ``circulant``, or ``KIND@BUDGET`` (a FAMILY layer at BUDGET x the circulant's weights)."""
     if kind == "dense":
         return nn.Linear(shape.in_features, shape.out_features, bias=False, device=device)
-    return CirculantLinear(shape.in_features, shape.out_features, bias=False, diag=diag, k_factor=k_factor,
-                           device=device)
+    structure, _, budget = kind.partition("@")
+    return make_compact_linear(structure, shape.in_features, shape.out_features, False, diag=diag,
+                               k_factor=k_factor, budget=float(budget or 1), device=device)
+
+
+def family_kinds(budgets: list[float]) -> list[str]:
+    return [f"{kind}@{budget:g}" for kind in FAMILY for budget in budgets]
 
 
 def make_step(module: nn.Module, shape: Shape, mode: str, device: str) -> Callable[[], None]:
@@ -199,12 +211,15 @@ def measure_peak_memory(args: argparse.Namespace, shape: Shape, kind: str, mode:
 
 def run_shape(args: argparse.Namespace, shape: Shape) -> dict:
     torch.manual_seed(0)
-    modules = {kind: build(kind, shape, args.diag, args.k_factor, args.device) for kind in ("dense", "circulant")}
+    kinds = ["dense", "circulant", *family_kinds(args.budgets)]
+    modules = {kind: build(kind, shape, args.diag, args.k_factor, args.device) for kind in kinds}
     layer = modules["circulant"]
     counts = transform_counts(layer, shape.rows)
     result: dict = {**asdict(shape), "diag": args.diag, "k_factor": args.k_factor,
                     "params_dense": shape.in_features * shape.out_features,
-                    "params_circulant": layer.num_compact_parameters()}
+                    "params_circulant": layer.num_compact_parameters(),
+                    "family": {kind: {"params": modules[kind].num_compact_parameters(),
+                                      "structure": modules[kind].structure_repr()} for kind in kinds[2:]}}
     check_stalls = args.device == "cpu" and args.threads > 1
     for mode in ("fb", "fo"):
         steps = {kind: make_step(module, shape, mode, args.device) for kind, module in modules.items()}
@@ -234,6 +249,14 @@ def run_shape(args: argparse.Namespace, shape: Shape) -> dict:
             "transforms": counts[mode],
             "attempts": len(attempts),
             "parallel_region_ms": times.get("probe"),
+            "family": {
+                kind: {
+                    "ms": statistics.median(times[kind]) * 1e3,
+                    "speedup": dense / statistics.median(times[kind]),
+                    "vs_circulant": circ / statistics.median(times[kind]),
+                }
+                for kind in kinds[2:]
+            },
         }
         if not args.no_memory:
             for kind in ("dense", "circulant"):
@@ -297,6 +320,29 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def family_markdown_table(results: list[dict]) -> str:
+    """Low-rank and Monarch layers per shape: weights, forward+backward and forward times (ms) and their
+    speedups over the dense layer and over the circulant one."""
+    lines = [
+        "| shape | layer | structure | weights | fwd+bwd ms | ×dense | ×circulant | fwd ms | ×dense | ×circulant |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['name']} | circulant | diag={r['diag']}, k={r['k_factor']} | {r['params_circulant']:,} |"
+            f" {r['fb']['circulant_ms']:.2f} | {r['fb']['speedup']:.1f} | 1 |"
+            f" {r['fo']['circulant_ms']:.2f} | {r['fo']['speedup']:.1f} | 1 |"
+        )
+        for kind, info in r["family"].items():
+            fb, fo = r["fb"]["family"][kind], r["fo"]["family"][kind]
+            lines.append(
+                f"| | {kind.replace('@', ' ')}× | {info['structure']} | {info['params']:,} |"
+                f" {fb['ms']:.2f} | {fb['speedup']:.1f} | {fb['vs_circulant']:.2f} |"
+                f" {fo['ms']:.2f} | {fo['speedup']:.1f} | {fo['vs_circulant']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
@@ -313,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--clock", default="wall", choices=sorted(CLOCKS),
         help="wall: elapsed time (the reported numbers); cpu: process CPU time, less sensitive to other load "
         "(meaningful with --threads 1)",
+    )
+    parser.add_argument(
+        "--budgets", default="1,4,16", type=lambda text: [float(b) for b in text.split(",") if b],
+        help="low-rank and Monarch layers at these multiples of the circulant layer's weights (empty: none)",
     )
     parser.add_argument("--shapes", default=",".join(s.name for s in SHAPES), help="comma-separated shape names")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -344,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     if args.markdown:
         print(markdown_table(results))
+    if args.budgets:
+        print(family_markdown_table(results))
     disturbed = [
         f"{r['name']} {mode}" for r in results for mode in ("fb", "fo")
         if max(r[mode]["parallel_region_ms"] or [0.0]) > STALL_MS

@@ -62,35 +62,33 @@ def test_gradcheck(kind):
     assert torch.autograd.gradcheck(f, (x, *layer.parameters()))
 
 
-def test_monarch_permutations_by_hand():
+def test_monarch_permutation_by_hand():
     # 4 -> 4 in 2 blocks of 2: R maps inputs (0, 1) -> middle (0, 1) and (2, 3) -> (2, 3); P^T feeds
-    # block 0 of L the middle entries 0, 2 and block 1 the entries 1, 3; P sends entry j of L's block l
-    # to output 2 j + l. With every block all ones except one entry, the dense matrix is known entry by entry.
+    # block 0 of L the middle entries 0, 2 and block 1 the entries 1, 3; block l of L writes outputs
+    # 2 l, 2 l + 1. With one nonzero entry per factor, the dense matrix is known entry by entry.
     layer = MonarchLinear(4, 4, bias=False, nblocks=2).double()
     with torch.no_grad():
         layer.blocks1.zero_()
         layer.blocks2.zero_()
         layer.blocks1[1, 0, 1] = 2.0  # middle 2 <- input 3
-        layer.blocks2[0, 1, 1] = 5.0  # L block 0 output 1 (= output 2) <- its input 1 (= middle 2)
+        layer.blocks2[0, 1, 1] = 5.0  # output 1 <- input 1 of L's block 0 (= middle 2)
     expected = torch.zeros(4, 4, dtype=torch.float64)
-    expected[2, 3] = 10.0
+    expected[1, 3] = 10.0
     torch.testing.assert_close(layer.to_dense(), expected)
     torch.testing.assert_close(layer(torch.eye(4, dtype=torch.float64)).T, expected)
 
 
-def test_monarch_square_layer_has_monarch_sparsity():
-    # n = 16, 4 blocks of 4: output j*4 + l depends on input block i only through L's block l and R's
-    # block i (one path per pair), so with the rows regrouped by l (undoing P) every 4 x 4 block
-    # (l, i) is rank one: the characterization of square Monarch matrices (Dao et al., 2022).
+def test_monarch_square_layer_has_monarch_structure():
+    # n = 16, 4 blocks of 4: output block l depends on input block i only through L's block l and R's
+    # block i (one path per pair), so every 4 x 4 block (l, i) of the dense matrix is rank one and no
+    # entry is structurally zero: the characterization of square Monarch matrices (Dao et al., 2022).
     torch.manual_seed(2)
     layer = MonarchLinear(16, 16, bias=False, nblocks=4).double()
     m = layer.to_dense()
     assert (m != 0).all()
-    unpermuted = m.reshape(4, 4, 16).transpose(0, 1).reshape(16, 16)  # rows j*4+l -> l*4+j
-    for i in range(4):
-        for j in range(4):
-            block = unpermuted[4 * j:4 * j + 4, 4 * i:4 * i + 4]
-            assert torch.linalg.matrix_rank(block) == 1
+    for l in range(4):
+        for i in range(4):
+            assert torch.linalg.matrix_rank(m[4 * l:4 * l + 4, 4 * i:4 * i + 4]) == 1
 
 
 def test_lowrank_dense_matrix_has_the_rank():
@@ -234,3 +232,19 @@ def test_cuda_matches_cpu(kind):
     torch.testing.assert_close(cuda(x.cuda()).cpu(), layer(x))
     torch.testing.assert_close(cuda.to_dense().cpu(), layer.to_dense())
     assert math.isclose(cuda.num_compact_parameters(), layer.num_compact_parameters())
+
+
+def test_monarch_traced_product_matches_the_function():
+    # torch.compile / torch.export trace the plain-op product; it must equal the hand-written one.
+    from compactvid.layers.monarch import _monarch_traced, _MonarchFunction
+
+    torch.manual_seed(9)
+    layer = MonarchLinear(15, 13, nblocks=3).double()  # p = 5, s = 5 (two outputs cut), q = 5
+    x = torch.randn(6, 15, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(6, 13, dtype=torch.float64)
+    results = []
+    for product in (_monarch_traced, _MonarchFunction.apply):
+        y = product(x, layer.blocks1, layer.blocks2, 13)
+        results.append((y, *torch.autograd.grad(y, (x, layer.blocks1, layer.blocks2), grad_out)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

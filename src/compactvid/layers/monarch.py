@@ -1,5 +1,5 @@
 """Monarch linear layer (Dao et al., ICML 2022): a drop-in for ``nn.Linear`` whose weight is
-``P L P^T R``, two block-diagonal factors with a fixed permutation between them.
+``L P^T R``, two block-diagonal factors with a fixed permutation between them.
 
 With ``k = nblocks`` blocks, the input is cut into k slices of ``p = ceil(in / k)`` features (the last
 one zero-padded), the output into k slices of ``s = ceil(out / k)`` (the output is truncated to
@@ -12,10 +12,18 @@ width of the authors' code (HazyResearch's ``MonarchLinear``), so that a layer i
   second factor's input holds the entries ``l, l + k, l + 2k, ...`` of the middle vector (the stride
   permutation; for q = k it takes entry l of every first-factor block).
 - L = blocks2 ``[k, s, q]``: block l maps its slice to output slice l.
-- P: output slice l's entry j goes to output ``j * k + l``.
 
-Both products are batched matmuls over the k blocks (``torch.bmm``), and autograd's bmm backward is
-the same two GEMMs a hand-written backward would do, so the layer is plain PyTorch.
+Where we differ from the paper: its Monarch matrix is ``P L P^T R``; the last permutation P only
+reorders the outputs of a learned layer (the layers ``L P^T R`` are exactly the row-permuted Monarch
+matrices: same parameters, same expressiveness), and applying it costs a full copy of the output, so
+we leave it out: output slice l is outputs ``l s .. l s + s - 1``.
+
+Both products are batched matmuls over the k blocks. A custom ``autograd.Function`` chooses every
+layout: operands are strided views that BLAS reads directly, the output and the input gradient are
+written in place into their final ``[rows, k, width]`` layout (``bmm(out=)`` on a transposed view).
+Measured at the DBoF projection (1200 rows, 1024 -> 8192, 37 blocks, one thread): autograd's own bmm
+backward fell back to per-block copies (61% of the step in ``copy_``), and a fresh output written
+then permuted cost 54 + 46 ms against 16 ms for the in-place write.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from compactvid.layers.structured import StructuredLinear
 
@@ -49,6 +58,75 @@ class MonarchShape(NamedTuple):
         """Structured weights (bias excluded): ``k * q * (p + s)``."""
         return self.nblocks * self.q * (self.p + self.s)
 
+
+
+def _stride_permute(middle: Tensor, q: int) -> Tensor:
+    """P^T: ``[k, rows, q]`` by R's blocks -> ``[k, rows, q]`` by L's blocks, contiguous (slice l holds
+    entries ``l, l + k, ...`` of each row's k*q middle entries)."""
+    k, rows, _ = middle.shape
+    return middle.transpose(0, 1).reshape(rows, q, k).permute(2, 0, 1).contiguous()
+
+
+def _stride_unpermute(grad: Tensor, q: int) -> Tensor:
+    """P, the inverse (and adjoint) of `_stride_permute`."""
+    k, rows, _ = grad.shape
+    return grad.permute(1, 2, 0).reshape(rows, k, q).transpose(0, 1).contiguous()
+
+
+def _middle(x: Tensor, blocks1: Tensor) -> Tensor:
+    """``x [rows, k*p]`` -> ``P^T R x`` as ``[k, rows, q]`` (by L's blocks)."""
+    k, q, p = blocks1.shape
+    rows = x.shape[0]
+    return _stride_permute(torch.bmm(x.view(rows, k, p).transpose(0, 1), blocks1.transpose(1, 2)), q)
+
+
+def _monarch_traced(x: Tensor, blocks1: Tensor, blocks2: Tensor, out_features: int) -> Tensor:
+    """`_MonarchFunction`'s product in plain differentiable ops without ``out=``, for torch.compile and
+    torch.export (ONNX), which trace the graph whole and choose the layouts themselves."""
+    y = torch.bmm(_middle(x, blocks1), blocks2.transpose(1, 2)).transpose(0, 1).reshape(x.shape[0], -1)
+    return y[:, :out_features]
+
+
+class _MonarchFunction(torch.autograd.Function):
+    """``x [rows, k*p] -> [rows, out_features]`` through ``blocks1 [k, q, p]``, P^T and ``blocks2
+    [k, s, q]``, the last ``k*s - out_features`` outputs cut."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, blocks1: Tensor, blocks2: Tensor, out_features: int) -> Tensor:
+        k, s = blocks2.shape[:2]
+        rows = x.shape[0]
+        middle = _middle(x, blocks1)
+        y = x.new_empty(rows, k, s)
+        torch.bmm(middle, blocks2.transpose(1, 2), out=y.transpose(0, 1))
+        ctx.save_for_backward(x, blocks1, blocks2, middle)
+        return y.view(rows, k * s)[:, :out_features]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        x, blocks1, blocks2, middle = ctx.saved_tensors
+        k, q, p = blocks1.shape
+        s = blocks2.shape[1]
+        rows, out_features = grad_y.shape
+        need_x, need_1, need_2 = ctx.needs_input_grad[:3]
+        if out_features < k * s:
+            # The cut outputs get zero gradient; one pass (autograd's slice backward zero-fills, then copies).
+            padded = grad_y.new_empty(rows, k * s)
+            padded[:, :out_features] = grad_y
+            padded[:, out_features:] = 0
+            grad_y = padded
+        grad_blocks = grad_y.reshape(rows, k, s).transpose(0, 1)  # [k, rows, s]
+        grad2 = torch.bmm(grad_blocks.transpose(1, 2), middle) if need_2 else None
+        grad_x = grad1 = None
+        if need_x or need_1:
+            grad_middle = _stride_unpermute(torch.bmm(grad_blocks, blocks2), q)  # [k, rows, q]
+            if need_1:
+                grad1 = torch.bmm(grad_middle.transpose(1, 2), x.view(rows, k, p).transpose(0, 1))
+            if need_x:
+                grad_x = x.new_empty(rows, k, p)
+                torch.bmm(grad_middle, blocks1, out=grad_x.transpose(0, 1))
+                grad_x = grad_x.view(rows, k * p)
+        return grad_x, grad1, grad2, None
 
 
 class MonarchLinear(StructuredLinear):
@@ -120,36 +198,34 @@ class MonarchLinear(StructuredLinear):
     def forward(self, x: Tensor) -> Tensor:
         """``x [*, in_features] -> [*, out_features]``."""
         self._check_input(x)
-        k, p, q, s = self.shape
+        k, p = self.shape.nblocks, self.shape.p
         lead = x.shape[:-1]
         rows = x.reshape(-1, self.in_features)
+        blocks1, blocks2 = self.blocks1, self.blocks2
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            # As nn.Linear under autocast: products and output in the autocast dtype.
+            dtype = torch.get_autocast_dtype(device_type)
+            rows, blocks1, blocks2 = rows.to(dtype), blocks1.to(dtype), blocks2.to(dtype)
         if k * p != self.in_features:
             rows = F.pad(rows, (0, k * p - self.in_features))
-        n = rows.shape[0]
-        # [k, n, p] @ [k, p, q]: every block at once, rows as the matmul's M dimension.
-        middle = torch.bmm(rows.reshape(n, k, p).transpose(0, 1), self.blocks1.transpose(1, 2))
-        # P^T: per row, the k*q middle entries (block-major) read as [q, k], then [k, q].
-        middle = middle.transpose(0, 1).reshape(n, q, k).permute(2, 0, 1)
-        out = torch.bmm(middle, self.blocks2.transpose(1, 2))  # [k, n, s]
-        # P: entry j of output block l goes to j * k + l.
-        y = out.permute(1, 2, 0).reshape(n, s * k)
-        if s * k != self.out_features:
-            y = y[:, : self.out_features]
+        product = _monarch_traced if torch.compiler.is_compiling() else _MonarchFunction.apply
+        with torch.autocast(device_type, enabled=False):
+            y = product(rows, blocks1, blocks2, self.out_features)
         if self.bias is not None:
-            y = y + self.bias.to(y.dtype)  # under autocast y is bfloat16/float16, as nn.Linear's output
+            y = y + self.bias.to(y.dtype)
         return y.reshape(*lead, self.out_features)
 
     def to_dense(self) -> Tensor:
         """The equivalent ``[out_features, in_features]`` matrix, built from ``torch.block_diag`` and the
-        two permutations as index maps (independently of ``forward``). Differentiable."""
+        permutation as an index map (independently of ``forward``). Differentiable."""
         k, p, q, s = self.shape
         device = self.blocks1.device
         right = torch.block_diag(*self.blocks1.unbind(0))  # [k q, k p]
         left = torch.block_diag(*self.blocks2.unbind(0))  # [k s, k q]
-        # Input l * q + r of L is middle entry r * k + l; output j * k + l is L's output l * s + j.
+        # Input l * q + r of L is middle entry r * k + l.
         middle = torch.tensor([r * k + l for l in range(k) for r in range(q)], device=device)
-        output = torch.tensor([l * s + j for j in range(s) for l in range(k)], device=device)
-        return (left @ right[middle])[output][: self.out_features, : self.in_features]
+        return (left @ right[middle])[: self.out_features, : self.in_features]
 
     def structure_repr(self) -> str:
         k, p, q, s = self.shape
