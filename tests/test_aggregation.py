@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from compactvid.layers.circulant import CirculantLinear
+from compactvid.models.args import ModelArgs
+from compactvid.models.compact import compact_layer
 from compactvid.models.aggregation import DBoF, Moments, NetFV, NetVLAD, SoftAssignment, l2_normalize
 
 B, T, D, K = 3, 7, 6, 5
@@ -71,7 +73,7 @@ def test_dbof_batch_norm_uses_statistics_over_all_frames(frames):
 
 @pytest.mark.parametrize("k_factor", [1, 2])
 def test_circulant_dbof_projection(k_factor):
-    dbof = DBoF(4, 10, circulant=True, k_factor=k_factor)
+    dbof = DBoF(4, 10, compact=compact_layer(ModelArgs(k_factor=k_factor), True))
     assert isinstance(dbof.projection, CirculantLinear)
     assert dbof.projection.diag_variant == "learned" and dbof.projection.k_factor == k_factor
     blocks = math.ceil(10 / 4)
@@ -148,7 +150,7 @@ def test_moments_are_mean_and_population_variance(frames):
     assert n_params(Moments(D)) == 0
 
 
-@pytest.mark.parametrize("make", [lambda: DBoF(D, K), lambda: DBoF(D, 8, circulant=True, k_factor=2),
+@pytest.mark.parametrize("make", [lambda: DBoF(D, K), lambda: DBoF(D, 8, compact=compact_layer(ModelArgs(k_factor=2), True)),
                                   lambda: NetVLAD(D, K), lambda: NetFV(D, K),
                                   lambda: NetFV(D, K, couple_weights=True)])
 def test_every_parameter_gets_a_gradient(make, frames):

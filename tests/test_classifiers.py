@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from compactvid.layers.circulant import CirculantLinear
+from compactvid.layers import CirculantLinear, LowRankLinear, MonarchLinear, make_compact_linear
 from compactvid.models.args import ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, LogisticModel, MoeModel, create_classifier
 from compactvid.models.registry import create_model
@@ -61,7 +61,10 @@ def test_moe_l2_penalty_is_half_sum_of_squares_of_gate_and_expert_weights():
 @pytest.mark.parametrize("projection,diag", [("circulant", "none"), ("diagonal_circulant", "learned")])
 @pytest.mark.parametrize("k_factor", [1, 2])
 def test_circulant_moe_layers_and_counts(x, projection, diag, k_factor):
-    moe = MoeModel(IN, C, M, projection=projection, k_factor=k_factor, output_gating=False, l2_penalty=0.0)
+    def compact(i, o, bias):
+        return make_compact_linear("circulant", i, o, bias, diag=diag, k_factor=k_factor)
+
+    moe = MoeModel(IN, C, M, compact=compact, output_gating=False, l2_penalty=0.0)
     assert isinstance(moe.gates, CirculantLinear) and moe.gates.diag_variant == diag
     assert moe.gates.bias is None and moe.experts.bias is not None
     per_block = IN * (2 if diag == "learned" else 1) * k_factor
@@ -81,6 +84,21 @@ def test_registered_circulant_mixtures_follow_the_original():
     assert plain.gates.k_factor == 1 and factored.gates.k_factor == 2  # the plain one has no factors
     assert plain.l2_penalty == factored.l2_penalty == 0.0 and dense.l2_penalty == 0.5
     assert set(CLASSIFIERS) == {"LogisticModel", "MoeModel", "Circulant_MoeModel", "CirculantWithFactor_MoeModel"}
+
+
+@pytest.mark.parametrize("kind,layer", [("lowrank", LowRankLinear), ("monarch", MonarchLinear)])
+def test_compact_mixtures_take_the_compact_layer(x, kind, layer):
+    # The circulant mixtures with --compact_layer: the same mixture, projections of that structure at
+    # the plain (one factor, no diagonal) or diagonal-circulant layer's budget.
+    for name, budget_layer in (("Circulant_MoeModel", "none"), ("CirculantWithFactor_MoeModel", "learned")):
+        args = ModelArgs(num_classes=C, moe_num_mixtures=M, k_factor=2, compact_layer=kind, compact_budget=3)
+        moe = create_classifier(name, args, IN)
+        assert isinstance(moe.gates, layer) and isinstance(moe.experts, layer) and moe.gating is None
+        reference = make_compact_linear(kind, IN, C * M, True, diag=budget_layer, k_factor=2 if budget_layer ==
+                                        "learned" else 1, budget=3)
+        assert moe.experts.num_compact_parameters() == reference.num_compact_parameters()
+        probabilities = moe(x)
+        assert probabilities.shape == (4, C) and moe.regularization_loss().item() == 0.0
 
 
 def test_moe_gating_flags():

@@ -262,6 +262,17 @@ def test_seed_netfv_compact_command_warns_that_fc_netvlad_circulant_does_nothing
     ({"add_dbof": True, "video_level_classifier_model": "LogisticModel", "moe_num_mixtures": 4},
      ["moe_num_mixtures"]),
     ({"add_dbof": True, "no_audio": True, "feature_sizes": (16,)}, ["no_audio"]),
+    # --compact_layer and its sizes act only through a compact switch, each size only for its kind, the
+    # budget only where a size is 0; the circulant layer's own flags then shape only the budget.
+    ({"add_dbof": True, "compact_layer": "monarch", "monarch_blocks": 4, "compact_budget": 4.0},
+     ["compact_layer", "monarch_blocks", "compact_budget"]),
+    ({"add_dbof": True, "fc_dbof_circulant": True, "lowrank_rank": 4}, ["lowrank_rank"]),
+    ({"add_dbof": True, "fc_dbof_circulant": True, "compact_layer": "lowrank", "lowrank_rank": 4,
+      "compact_budget": 4.0, "use_d_matrix": True, "k_factor": 2}, ["compact_budget", "use_d_matrix", "k_factor"]),
+    ({"add_dbof": True, "fc_dbof_circulant": True, "compact_layer": "monarch", "compact_budget": 4.0,
+      "use_d_matrix": True, "k_factor": 2}, []),
+    ({"add_dbof": True, "video_level_classifier_model": "Circulant_MoeModel", "compact_layer": "lowrank",
+      "monarch_blocks": 2}, ["monarch_blocks"]),
 ])
 def test_ineffective_flags(flags, expected):
     messages = ineffective_flags(small_args(**{"moe_num_mixtures": 2, "fc_hidden_size": 8, **flags}))

@@ -220,7 +220,7 @@ def test_compact_switches_through_the_flags():
     video = 4 * 1024 * 2 + 2048 + (2048 * 8 + 8) + 4 * 2048 + 2 * 1024 + 256 * 128 + 2 * 128 * 256
     assert rows["video.nextvlad.embedding"]["params"] == video
     assert [row["dense_params"] for row in compact["components"]] == [row["params"] for row in dense]
-    assert rows["classifier"]["circulant"] is False and rows["nextvlad.fc"]["circulant"] is True
+    assert rows["classifier"]["structure"] == "" and rows["nextvlad.fc"]["structure"] == "circulant"
 
 
 def test_gating_circulant_in_the_papers_network():
@@ -228,7 +228,7 @@ def test_gating_circulant_in_the_papers_network():
                                             "--num_classes=3862", "--gating_circulant"]))
     gating = next(row for row in report["components"] if row["name"] == "classifier.gating")
     assert gating["params"] == 2 * 3862 + 2 * 3862  # circulant vector and learned diagonal, batch norm
-    assert gating["dense_params"] == 3862 ** 2 + 2 * 3862 and gating["circulant"]
+    assert gating["dense_params"] == 3862 ** 2 + 2 * 3862 and gating["structure"] == "circulant"
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -142,7 +142,63 @@ def test_report_components_of_the_exp2_dense_model():
     assert rows["classifier.gating"]["params"] == dense(C, C) + bn(C)
     assert report["by_modality"]["audio"]["params"] == dbof(128, 4096) + fc(4096)
     assert report["by_kind"]["gating"]["params"] == dense(C, C) + bn(C)
-    assert not any(row["circulant"] for row in rows.values())
+    assert not any(row["structure"] for row in rows.values())
+
+
+def lowrank(n_in, n_out, rank):  # U [out, rank] and V [rank, in], no bias (batch norm follows)
+    return rank * (n_in + n_out)
+
+
+def monarch(n_in, n_out, k):  # k blocks of p inputs -> q, then q -> s outputs; padded to k*p, cut from k*s
+    p, s = math.ceil(n_in / k), math.ceil(n_out / k)
+    return k * min(p, s) * (p + s)
+
+
+def exp2_dbof(video_fc, audio_fc):  # the seed's exp2 DBoF model with the given FC weight counts
+    return dbof(1024, 8192) + video_fc + bn(H) + dbof(128, 4096) + audio_fc + bn(H) + moe(2 * H)
+
+
+@pytest.mark.parametrize("flags,video_fc,audio_fc,structure", [
+    (["--compact_layer=lowrank", "--lowrank_rank=4"], lowrank(8192, H, 4), lowrank(4096, H, 4), "lowrank"),
+    (["--compact_layer=monarch", "--monarch_blocks=8"], monarch(8192, H, 8), monarch(4096, H, 8), "monarch"),
+    # At the budget of the learned-diagonal circulant FC (2 x 8192 and 2 x 4096 weights) times 16: the
+    # largest rank within it, floor(16 * 16384 / 8704) = 30 and floor(16 * 8192 / 4608) = 28.
+    (["--compact_layer=lowrank", "--compact_budget=16"], lowrank(8192, H, 30), lowrank(4096, H, 28), "lowrank"),
+    # Within 1x: 8192 -> 512 in 512 blocks (16 -> 1 -> 1: 8,704 <= 16,384), 4096 -> 512 in 512 blocks
+    # (8 -> 1 -> 1: 4,608 <= 8,192); no block count gives more weights within either budget.
+    (["--compact_layer=monarch"], monarch(8192, H, 512), monarch(4096, H, 512), "monarch"),
+])
+def test_compact_layer_parameter_report(flags, video_fc, audio_fc, structure):
+    args = parse_config([*seed_argv("exp2 DBoF fc circulant"), *flags])[0].model_args()
+    report = parameter_report(meta_model(args), args)
+    rows = {row["name"]: row for row in report["components"]}
+    assert report["total"] == exp2_dbof(video_fc, audio_fc)
+    assert rows["video.dbof.fc"]["params"] == video_fc + bn(H)
+    assert rows["video.dbof.fc"]["structure"] == rows["audio.dbof.fc"]["structure"] == structure
+    assert rows["video.dbof.fc"]["dense_params"] == dense(8192, H) + bn(H)
+    assert rows["classifier"]["structure"] == "" and report["dense_total"] == COUNTS["exp2 DBoF dense"]
+
+
+def test_compact_layer_switches_the_dbof_projection_and_the_circulant_moe(capsys):
+    argv = [*seed_argv("exp3 circulant MoE"), "--dbof_circulant", "--compact_layer=monarch", "--monarch_blocks=4"]
+    assert main(["params", *argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in report["components"]}
+    assert rows["video.dbof.embedding"]["structure"] == rows["classifier"]["structure"] == "monarch"
+    assert rows["video.dbof.embedding"]["params"] == monarch(1024, 8192, 4) + bn(8192)
+    experts = monarch(H, C * M, 4) + C * M  # the experts have a bias
+    assert rows["classifier"]["params"] == monarch(H, C * (M + 1), 4) + experts
+    assert main(["params", *argv]) == 0
+    assert "monarch" in capsys.readouterr().out
+
+
+def test_compact_layer_errors_name_the_flag(capsys):
+    argv = [*seed_argv("exp2 DBoF fc circulant"), "--compact_layer=monarch", "--monarch_blocks=1000"]
+    assert main(["params", *argv]) == 1
+    err = capsys.readouterr().err
+    assert "--compact_layer=monarch" in err and "--monarch_blocks" in err and "Traceback" not in err
+    assert main(["params", *seed_argv("exp2 DBoF fc circulant"), "--compact_layer=butterfly"]) == 1
+    assert "--compact_layer=butterfly" in capsys.readouterr().err
 
 
 def test_sign_diagonals_are_buffers_not_parameters():

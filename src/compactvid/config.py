@@ -112,6 +112,19 @@ class Config:
         "a learned one. Does not affect the DBoF projection or the MoE.")
     k_factor: int = _flag(_M.k_factor, "model",
                           "Diagonal-circulant factors per block in every diagonal-circulant layer.")
+    compact_layer: str = _flag(
+        _M.compact_layer, "model", "Structure of every compact switch (--fc_*_circulant, --dbof_circulant, the "
+        "circulant MoE): circulant (the paper's), lowrank (U V) or monarch (Dao et al. 2022).")
+    lowrank_rank: int = _flag(
+        _M.lowrank_rank, "model", "Rank of every low-rank layer (--compact_layer=lowrank); 0: the largest within "
+        "--compact_budget.")
+    monarch_blocks: int = _flag(
+        _M.monarch_blocks, "model", "Blocks of every Monarch layer (--compact_layer=monarch); 0: the count with "
+        "the most parameters within --compact_budget.")
+    compact_budget: float = _flag(
+        _M.compact_budget, "model", "Parameter budget of each low-rank or Monarch layer sized by it, as a multiple "
+        "of the weights of the circulant layer the switch builds with --compact_layer=circulant (same "
+        "--use_d_matrix and --k_factor): 1 compares the structures at equal size.")
 
     # --- model: classifier ------------------------------------------------------------------------
     moe_num_mixtures: int = _flag(_M.moe_num_mixtures, "model", "MoE experts per class (plus one dummy 'no' expert).")

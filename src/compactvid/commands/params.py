@@ -1,7 +1,7 @@
 """Count a model's parameters without training it: per component (embeddings, FC layers, classifier,
-context gating; video and audio), their dense equivalents (every circulant layer replaced by a dense
-matrix), the total, and the size in bytes at float32 and float16 (with --export_bytes, also the bytes of the
-float16 ONNX file `compactvid export` writes).
+context gating; video and audio), their dense equivalents (every structured layer, circulant, low-rank or
+Monarch, replaced by a dense matrix), the total, and the size in bytes at float32 and float16 (with
+--export_bytes, also the bytes of the float16 ONNX file `compactvid export` writes).
 
 Takes the same flags as `compactvid train` (a seed command line can be pasted as is); the model is
 built on PyTorch's meta device, so even the largest configuration costs no memory. Example:
@@ -41,7 +41,7 @@ def format_report(report: dict) -> str:
              row_format.format("component", "kind", "layers", "params", "dense", "ratio")]
     for row in report["components"]:
         ratio = row["dense_params"] / row["params"] if row["params"] else 1.0
-        layers = "circulant" if row["circulant"] else ("dense" if row["params"] else "-")
+        layers = row["structure"] or ("dense" if row["params"] else "-")
         lines.append(row_format.format(row["name"], row["kind"], layers, f"{row['params']:,}",
                                        f"{row['dense_params']:,}", f"{ratio:.1f}x"))
     lines.append("")

@@ -260,6 +260,7 @@ class CirculantLinear(StructuredLinear):
     """
 
     structured_names = ("weight", "diag")
+    kind = "circulant"
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ from compactvid.layers.structured import StructuredLinear
 
 __all__ = ["COMPACT_LAYERS", "make_compact_linear", "circulant_weights", "rank_within", "monarch_blocks_within"]
 
-COMPACT_LAYERS = ("circulant", "lowrank", "monarch")
+COMPACT_LAYERS = tuple(layer.kind for layer in (CirculantLinear, LowRankLinear, MonarchLinear))
 
 
 def circulant_weights(in_features: int, out_features: int, diag: str = "learned", k_factor: int = 1) -> int:

@@ -44,6 +44,7 @@ class LowRankLinear(StructuredLinear):
     """
 
     structured_names = ("v", "u")
+    kind = "lowrank"
 
     def __init__(
         self,

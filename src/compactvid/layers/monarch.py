@@ -156,6 +156,7 @@ class MonarchLinear(StructuredLinear):
     """
 
     structured_names = ("blocks1", "blocks2")
+    kind = "monarch"
 
     def __init__(
         self,

@@ -20,10 +20,11 @@ class StructuredLinear(nn.Module):
 
     Subclasses create their structured parameters first, then call ``_add_bias`` (so that ``bias`` is
     the last parameter, as in every checkpoint written so far), list the structured parameters' names in
-    ``structured_names``, and implement ``forward``, ``to_dense`` and ``structure_repr``.
+    ``structured_names``, name their ``kind``, and implement ``forward``, ``to_dense`` and ``structure_repr``.
     """
 
     structured_names: tuple[str, ...] = ()
+    kind: str = ""  # the name `make_compact_linear` and ``--compact_layer`` know the layer by
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()

@@ -3,7 +3,7 @@
 The four embeddings of the paper's network, as the original computes them (``utils_layer.DBof``,
 ``DBofCirculant``, ``NetVLAD``, ``NetFV`` and the moments in ``frame_level_models``):
 
-- `DBoF`: frame-wise projection to clusters (dense, or diagonal-circulant), batch norm over all frames,
+- `DBoF`: frame-wise projection to clusters (dense, or structured), batch norm over all frames,
   ReLU6, max or average pooling over frames.
 - `NetVLAD`: soft assignment, residuals to learned centers summed over frames, intra-normalization per
   cluster, L2 normalization.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compactvid.layers.batch_norm import SLIM_DECAY, batch_norm
-from compactvid.layers.circulant import CirculantLinear
+from compactvid.layers.initializers import LinearFactory
 from compactvid.models.args import POOLING_METHODS
 
 __all__ = ["DBoF", "SoftAssignment", "NetVLAD", "NetFV", "Moments", "l2_normalize"]
@@ -50,15 +50,14 @@ class DBoF(nn.Module):
         cluster_size: projection width.
         pooling: ``"max"`` or ``"average"`` over frames.
         add_batch_norm: batch norm after the projection (else the projection has a bias).
-        circulant: make the projection diagonal-circulant with a learned diagonal (``--dbof_circulant``),
-            ``k_factor`` factors per block, initialized as the layer's default (N(0, 1/sqrt(cluster_size))).
-            The dense projection is N(0, 1/sqrt(feature_size)), as the original.
-        k_factor: factors per diagonal-circulant block.
+        compact: ``None`` for a dense projection, N(0, 1/sqrt(feature_size)) as the original, else the
+            factory of a structured one (``--dbof_circulant``: diagonal-circulant with a learned diagonal),
+            initialized as that layer's default (circulant: N(0, 1/sqrt(cluster_size))).
         batch_norm_decay: decay of the batch norm's moving averages.
     """
 
     def __init__(self, feature_size: int, cluster_size: int, pooling: str = "max", add_batch_norm: bool = True,
-                 circulant: bool = False, k_factor: int = 1, batch_norm_decay: float = SLIM_DECAY) -> None:
+                 compact: Optional[LinearFactory] = None, batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         if pooling not in POOLING_METHODS:
             raise ValueError(f"DBoF pooling must be one of {POOLING_METHODS}, got {pooling!r}")
@@ -66,9 +65,8 @@ class DBoF(nn.Module):
         self.output_size = cluster_size
         self.pooling = pooling
         has_bias = not add_batch_norm
-        if circulant:
-            self.projection: nn.Module = CirculantLinear(feature_size, cluster_size, bias=has_bias,
-                                                         diag="learned", k_factor=k_factor)
+        if compact is not None:
+            self.projection: nn.Module = compact(feature_size, cluster_size, has_bias)
         else:
             self.projection = nn.Linear(feature_size, cluster_size, bias=has_bias)
             nn.init.normal_(self.projection.weight, 0.0, 1.0 / math.sqrt(feature_size))

@@ -80,6 +80,10 @@ class ModelArgs:
     fc_moment_circulant: bool = False
     use_d_matrix: bool = False
     k_factor: int = 1
+    compact_layer: str = "circulant"
+    lowrank_rank: int = 0
+    monarch_blocks: int = 0
+    compact_budget: float = 1.0
     video_level_classifier_model: str = "MoeModel"
     moe_num_mixtures: int = 2
     moe_add_batch_norm: bool = True
@@ -120,5 +124,11 @@ class ModelArgs:
             raise ConfigError(f"--dbof_pooling_method={self.dbof_pooling_method!r}: use max or average")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ConfigError(f"--drop_rate={self.drop_rate}: must be in [0, 1), e.g. 0.5")
+        for name in ("lowrank_rank", "monarch_blocks"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0 (0: sized by --compact_budget)")
+        if self.compact_budget <= 0:
+            raise ConfigError(f"--compact_budget={self.compact_budget}: must be > 0, e.g. 1 (the circulant "
+                              f"layer's parameters), 4 or 16")
         if not 0.0 <= self.batch_norm_decay < 1.0:
             raise ConfigError(f"--batch_norm_decay={self.batch_norm_decay}: must be in [0, 1), e.g. 0.999")

@@ -8,7 +8,8 @@ As the original's ``video_level_models``:
   ``fully_connected``; output context gating ``--MoE_gating`` with batch norm ``--moe_add_batch_norm``;
   L2 penalty ``--moe_l2`` on gate and expert weights), ``Circulant_MoeModel`` (plain circulant
   projections, no gating, no penalty) and ``CirculantWithFactor_MoeModel`` (diagonal-circulant with
-  ``--k_factor`` factors, no gating, no penalty).
+  ``--k_factor`` factors, no gating, no penalty); with ``--compact_layer=lowrank|monarch`` the two
+  compact mixtures have projections of that structure instead.
 
 Trained alone on video-level features, ``MoeModel``'s context gating has a bias, not batch norm, as in
 the original: its ``train.py`` calls the model without ``add_batch_norm`` (only the frame-level network
@@ -27,16 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from compactvid.layers.batch_norm import SLIM_DECAY
-from compactvid.layers.circulant import CirculantLinear
 from compactvid.layers.gating import ContextGating
 from compactvid.layers.initializers import LinearFactory
 from compactvid.models.args import ModelArgs
 from compactvid.models.compact import compact_layer
 from compactvid.models.report import Component
 
-__all__ = ["LogisticModel", "MoeModel", "CLASSIFIERS", "MIXTURES", "MOE_PROJECTIONS", "create_classifier", "l2_loss"]
-
-MOE_PROJECTIONS = ("dense", "circulant", "diagonal_circulant")
+__all__ = ["LogisticModel", "MoeModel", "CLASSIFIERS", "MIXTURES", "create_classifier", "l2_loss"]
 
 
 def l2_loss(weights: list[Tensor], scale: float) -> Tensor:
@@ -79,10 +77,9 @@ class MoeModel(nn.Module):
         input_size: input width.
         num_classes: number of classes.
         num_mixtures: experts per class (plus the dummy expert).
-        projection: ``"dense"`` (slim-initialized), ``"circulant"`` (plain circulant) or
-            ``"diagonal_circulant"`` (learned diagonal, ``k_factor`` factors); circulant projections use
-            the circulant layer's initialization and expert bias (constant ``1/sqrt(num_classes*num_mixtures)``).
-        k_factor: factors per diagonal-circulant block.
+        compact: ``None`` for dense projections (slim-initialized), else the factory of structured ones
+            (`compactvid.models.compact.compact_layer`), with that layer's own initialization and
+            expert bias (circulant: constant ``1/sqrt(num_classes*num_mixtures)``).
         output_gating: context gating on the class probabilities.
         gating_batch_norm: batch norm inside that gating.
         gating_compact: ``None`` (dense gating) or the factory of its structured projection (``--gating_circulant``).
@@ -92,24 +89,21 @@ class MoeModel(nn.Module):
     Gate and expert logits are laid out class-major (``[class, mixture]``), as the original reshapes them.
     """
 
-    def __init__(self, input_size: int, num_classes: int, num_mixtures: int = 2, *, projection: str = "dense",
-                 k_factor: int = 1, output_gating: bool = True, gating_batch_norm: bool = True,
+    def __init__(self, input_size: int, num_classes: int, num_mixtures: int = 2, *,
+                 compact: Optional[LinearFactory] = None, output_gating: bool = True, gating_batch_norm: bool = True,
                  gating_compact: Optional[LinearFactory] = None, l2_penalty: float = 1e-8,
                  batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
-        if projection not in MOE_PROJECTIONS:
-            raise ValueError(f"MoeModel projection must be one of {MOE_PROJECTIONS}, got {projection!r}")
         self.num_classes = num_classes
         self.num_mixtures = num_mixtures
         self.l2_penalty = l2_penalty
         gate_size, expert_size = num_classes * (num_mixtures + 1), num_classes * num_mixtures
-        if projection == "dense":
+        if compact is None:
             self.gates: nn.Module = _slim_fully_connected(input_size, gate_size, bias=False)
             self.experts: nn.Module = _slim_fully_connected(input_size, expert_size, bias=True)
         else:
-            diag = "none" if projection == "circulant" else "learned"
-            self.gates = CirculantLinear(input_size, gate_size, bias=False, diag=diag, k_factor=k_factor)
-            self.experts = CirculantLinear(input_size, expert_size, bias=True, diag=diag, k_factor=k_factor)
+            self.gates = compact(input_size, gate_size, False)
+            self.experts = compact(input_size, expert_size, True)
         self.gating = (ContextGating(num_classes, gating_batch_norm, gating_compact, batch_norm_decay)
                        if output_gating else None)
 
@@ -125,7 +119,7 @@ class MoeModel(nn.Module):
 
     def regularization_loss(self) -> Tensor:
         if self.l2_penalty == 0:
-            return self.gates.weight.new_zeros(())
+            return self.experts.bias.new_zeros(())
         return l2_loss([self.gates.weight, self.experts.weight], self.l2_penalty)
 
     def components(self) -> list[Component]:
@@ -143,9 +137,10 @@ def _moe(projection: str) -> Builder:
     def build(args: ModelArgs, input_size: int, alone: bool) -> nn.Module:
         dense = projection == "dense"
         # The original's plain circulant mixture has one factor whatever --k_factor says.
-        k_factor = args.k_factor if projection == "diagonal_circulant" else 1
-        return MoeModel(input_size, args.num_classes, args.moe_num_mixtures, projection=projection,
-                        k_factor=k_factor, output_gating=dense and args.MoE_gating,
+        diag, k_factor = ("none", 1) if projection == "circulant" else ("learned", None)
+        return MoeModel(input_size, args.num_classes, args.moe_num_mixtures,
+                        compact=compact_layer(args, not dense, diag, k_factor),
+                        output_gating=dense and args.MoE_gating,
                         gating_batch_norm=args.moe_add_batch_norm and not alone,
                         gating_compact=compact_layer(args, args.gating_circulant),
                         l2_penalty=args.moe_l2 if dense else 0.0, batch_norm_decay=args.batch_norm_decay)

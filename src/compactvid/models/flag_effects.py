@@ -49,6 +49,21 @@ def _diagonal_circulant_layers(s: _Setting) -> bool:
             or MIXTURES.get(s.classifier) == "diagonal_circulant")
 
 
+def _compact_switches(s: _Setting) -> bool:
+    return _diagonal_circulant_layers(s) or MIXTURES.get(s.classifier) == "circulant"
+
+
+def _sized_by_budget(s: _Setting) -> bool:
+    """Whether some low-rank or Monarch layer takes its size from --compact_budget."""
+    size = {"lowrank": s.args.lowrank_rank, "monarch": s.args.monarch_blocks}.get(s.args.compact_layer)
+    return size == 0 and _compact_switches(s)
+
+
+def _circulant_shaped(s: _Setting) -> bool:
+    """Whether the circulant layers' own arguments shape a layer: they build it, or size it by the budget."""
+    return s.args.compact_layer == "circulant" or _sized_by_budget(s)
+
+
 # NeXtVLADModel's own flags: no other model reads them.
 _NEXTVLAD_SWITCHES = ("fc_nextvlad_circulant", "nextvlad_expansion_circulant", "nextvlad_cluster_circulant")
 _NEXTVLAD_ONLY = ("nextvlad_cluster_size", "nextvlad_hidden_size", "groups", "expansion", "gating_reduction",
@@ -70,7 +85,9 @@ _NETWORK_RULES: dict[str, tuple[Callable[[_Setting], bool], str]] = {
                            "it is used only by NetFV with --fv_couple_weights"),
     "embedding_add_batch_norm": (lambda s: bool(s.embeddings - {"moments"}),
                                  "only DBoF, NetVLAD and NetFV have batch norm inside"),
-    "use_d_matrix": (_circulant_fcs, "no enabled embedding has a circulant FC (--fc_*_circulant)"),
+    "use_d_matrix": (lambda s: _circulant_fcs(s) and _circulant_shaped(s),
+                     "no enabled embedding has a circulant FC (--fc_*_circulant) whose layer or budget it "
+                     "shapes (--compact_layer, --compact_budget)"),
     "no_audio": (lambda s: len(s.args.feature_sizes) > 1, "there is no audio feature (--feature_names)"),
 }
 
@@ -87,7 +104,16 @@ _CLASSIFIER_RULES: dict[str, tuple[Callable[[_Setting], bool], str]] = {
                            "it acts inside the output context gating (--MoE_gating) of a network's MoeModel; "
                            "MoeModel alone gates with a bias, as the original's train.py builds it"),
     "moe_l2": (lambda s: MIXTURES.get(s.classifier) == "dense", "only MoeModel's dense weights are penalized"),
-    "k_factor": (_diagonal_circulant_layers, "no layer is diagonal-circulant"),
+    "k_factor": (lambda s: _diagonal_circulant_layers(s) and _circulant_shaped(s),
+                 "no layer is diagonal-circulant, nor sized by a diagonal-circulant layer's budget"),
+    "compact_layer": (_compact_switches, "no compact switch is on (--fc_*_circulant, --dbof_circulant, a "
+                      "circulant MoE)"),
+    "lowrank_rank": (lambda s: s.args.compact_layer == "lowrank" and _compact_switches(s),
+                     "no compact switch builds a low-rank layer (--compact_layer=lowrank)"),
+    "monarch_blocks": (lambda s: s.args.compact_layer == "monarch" and _compact_switches(s),
+                       "no compact switch builds a Monarch layer (--compact_layer=monarch)"),
+    "compact_budget": (_sized_by_budget, "no low-rank or Monarch layer is sized by it (--compact_layer, "
+                       "--lowrank_rank=0, --monarch_blocks=0)"),
     "gating_circulant": (_context_gating, "there is no context gating (MoeModel with --MoE_gating, or "
                          "NeXtVLADModel)"),
     "l2_penalty": (lambda s: s.classifier == "LogisticModel", "only LogisticModel reads it (MoeModel: --moe_l2)"),

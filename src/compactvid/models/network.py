@@ -13,7 +13,8 @@ video then audio, are concatenated and classified by ``--video_level_classifier_
 Compact switches, as the original: ``--fc_{dbof,netvlad,fisher,moment}_circulant`` make that FC
 diagonal-circulant, with a learned diagonal or, with ``--use_d_matrix``, a fixed random +-1 one;
 ``--dbof_circulant`` makes the DBoF projection diagonal-circulant (learned diagonal, never +-1);
-``--k_factor`` factors in every diagonal-circulant layer.
+``--k_factor`` factors in every diagonal-circulant layer. ``--compact_layer=lowrank|monarch`` gives
+every switch that structure instead (`compactvid.models.compact`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from torch import Tensor, nn
 
 from compactvid.errors import ConfigError
 from compactvid.layers.batch_norm import SLIM_DECAY, batch_norm
-from compactvid.layers.circulant import CirculantLinear
+from compactvid.layers.initializers import LinearFactory
 from compactvid.models.aggregation import DBoF, Moments, NetFV, NetVLAD
 from compactvid.models.args import EMBEDDINGS, ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, create_classifier
+from compactvid.models.compact import compact_layer
 from compactvid.models.report import Component
 
 __all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding", "as_bags"]
@@ -51,23 +53,22 @@ class BaggedEmbedding(nn.Module):
     Args:
         aggregation: ``[batch, frames, dim] -> [batch, aggregation.output_size]``.
         hidden_size: FC width.
-        fc_diag: ``None`` for a dense FC (N(0, 1/sqrt(hidden_size))), else the circulant layer's diagonal
-            variant (``"learned"`` or ``"sign"``).
-        k_factor: factors per diagonal-circulant block.
+        fc_compact: ``None`` for a dense FC (N(0, 1/sqrt(hidden_size))), else the factory of a structured
+            one (`compactvid.models.compact.compact_layer`), with its own initialization.
         add_batch_norm: batch norm after the FC (else a bias, N(0, 0.01)).
         batch_norm_decay: decay of that batch norm's moving averages.
     """
 
-    def __init__(self, aggregation: nn.Module, hidden_size: int, fc_diag: str | None = None, k_factor: int = 1,
+    def __init__(self, aggregation: nn.Module, hidden_size: int, fc_compact: LinearFactory | None = None,
                  add_batch_norm: bool = True, batch_norm_decay: float = SLIM_DECAY) -> None:
         super().__init__()
         self.aggregation = aggregation
         in_size = aggregation.output_size
-        if fc_diag is None:
+        if fc_compact is None:
             self.fc: nn.Module = nn.Linear(in_size, hidden_size, bias=not add_batch_norm)
             nn.init.normal_(self.fc.weight, 0.0, 1.0 / math.sqrt(hidden_size))
         else:
-            self.fc = CirculantLinear(in_size, hidden_size, bias=not add_batch_norm, diag=fc_diag, k_factor=k_factor)
+            self.fc = fc_compact(in_size, hidden_size, not add_batch_norm)
         if self.fc.bias is not None:
             nn.init.normal_(self.fc.bias, 0.0, 0.01)
         self.norm = batch_norm(hidden_size, batch_norm_decay) if add_batch_norm else nn.Identity()
@@ -96,12 +97,14 @@ class CirculantDiagonalNetwork(nn.Module):
         self.modality_sizes = args.modality_sizes()
         self.input_norm = batch_norm(self.input_size, decay) if args.input_add_batch_norm else nn.Identity()
         fc_diag = "sign" if args.use_d_matrix else "learned"
+        # The DBoF projection's circulant layer always has a learned diagonal, as the original's.
+        dbof_compact = compact_layer(args, args.dbof_circulant)
         self.branches = nn.ModuleDict()
         for modality, size in self.modality_sizes.items():
             divisor = 1 if modality == "video" else 2
             aggregations = {
                 "dbof": lambda: DBoF(size, args.dbof_cluster_size // divisor, args.dbof_pooling_method,
-                                     args.embedding_add_batch_norm, args.dbof_circulant, args.k_factor, decay),
+                                     args.embedding_add_batch_norm, dbof_compact, decay),
                 "netvlad": lambda: NetVLAD(size, args.netvlad_cluster_size // divisor,
                                            args.embedding_add_batch_norm, decay),
                 "fisher_vector": lambda: NetFV(size, args.fv_cluster_size // divisor, args.embedding_add_batch_norm,
@@ -110,8 +113,8 @@ class CirculantDiagonalNetwork(nn.Module):
             }
             self.branches[modality] = nn.ModuleDict({
                 name: BaggedEmbedding(aggregations[name](), args.fc_hidden_size,
-                                      fc_diag if getattr(args, EMBEDDINGS[name].fc_circulant_flag) else None,
-                                      args.k_factor, args.fc_add_batch_norm, decay)
+                                      compact_layer(args, getattr(args, EMBEDDINGS[name].fc_circulant_flag), fc_diag),
+                                      args.fc_add_batch_norm, decay)
                 for name in embeddings})
         width = args.fc_hidden_size * len(embeddings) * len(self.modality_sizes)
         self.classifier = create_classifier(args.video_level_classifier_model, args, width)

@@ -2,10 +2,10 @@
 
 Counts follow the original: trainable parameters only (batch norm = scale + shift; running statistics
 and the fixed +-1 diagonals are buffers, reported separately as ``buffers``). The dense equivalent of a
-component is its count with every circulant layer replaced by a dense ``in x out`` matrix (plus its
-bias). What stays dense is listed too: every trainable matrix outside a structured layer, largest first
-(the "fully compact" flag sets leave none above 1 M parameters). `compactvid params` prints this report;
-training writes it to ``params.json``.
+component is its count with every structured layer (circulant, low-rank, Monarch) replaced by a dense
+``in x out`` matrix (plus its bias). What stays dense is listed too: every trainable matrix outside a
+structured layer, largest first (the "fully compact" flag sets leave none above 1 M parameters).
+`compactvid params` prints this report; training writes it to ``params.json``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-from compactvid.layers.circulant import CirculantLinear
 from compactvid.layers.structured import StructuredLinear
 from compactvid.models.args import ModelArgs
 
-__all__ = ["Component", "parameter_report", "count_parameters", "dense_equivalent", "dense_matrices"]
+__all__ = ["Component", "parameter_report", "count_parameters", "dense_equivalent", "dense_matrices", "structure"]
 
 
 class Component(NamedTuple):
@@ -40,12 +39,12 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def dense_equivalent(module: nn.Module) -> int:
-    """Trainable parameters of ``module`` if every `CirculantLinear` in it were dense."""
+    """Trainable parameters of ``module`` if every structured layer in it were dense."""
     total = 0
     for sub in module.modules():
-        if isinstance(sub, CirculantLinear):
-            total += sub.in_features * sub.out_features + (sub.out_features if sub.bias is not None else 0)
-        else:  # a CirculantLinear has no submodules, so its own parameters are only counted above
+        if isinstance(sub, StructuredLinear):
+            total += sub.dense_parameters()
+        else:  # a structured layer has no submodules, so its own parameters are only counted above
             total += sum(p.numel() for p in sub.parameters(recurse=False) if p.requires_grad)
     return total
 
@@ -64,15 +63,17 @@ def dense_matrices(model: nn.Module) -> list[dict[str, Any]]:
     return sorted(matrices, key=lambda m: -m["params"])
 
 
-def _is_circulant(module: nn.Module) -> bool:
-    return any(isinstance(sub, CirculantLinear) for sub in module.modules())
+def structure(module: nn.Module) -> str:
+    """The kinds of structured layers in ``module`` (``"circulant"``, ``"lowrank"``, ``"monarch"``,
+    joined by ``+``), ``""`` if none."""
+    return "+".join(sorted({sub.kind for sub in module.modules() if isinstance(sub, StructuredLinear)}))
 
 
 def parameter_report(model: nn.Module, args: ModelArgs) -> dict[str, Any]:
     """The parameters of ``model`` (built from ``args``) per component and in total, as a JSON-ready dict.
 
     Keys: ``model``, ``classifier``, ``components`` (list of {name, kind, modality, params,
-    dense_params, circulant}), ``by_kind`` and ``by_modality`` ({group: {params, dense_params}}),
+    dense_params, structure}: see `structure`), ``by_kind`` and ``by_modality`` ({group: {params, dense_params}}),
     ``total`` (trainable parameters), ``dense_total``, ``compression`` (dense_total / total),
     ``buffers`` (non-trainable values: batch-norm statistics, fixed diagonals), ``bytes``
     ({"float32", "float16"}: size of the trainable parameters) and ``dense_matrices`` (`dense_matrices`).
@@ -82,7 +83,7 @@ def parameter_report(model: nn.Module, args: ModelArgs) -> dict[str, Any]:
     for part in components:
         rows.append({"name": part.name, "kind": part.kind, "modality": part.modality,
                      "params": count_parameters(part.module), "dense_params": dense_equivalent(part.module),
-                     "circulant": _is_circulant(part.module)})
+                     "structure": structure(part.module)})
     total = count_parameters(model)
     covered = sum(row["params"] for row in rows)
     if covered != total:
