@@ -9,6 +9,7 @@ import torch
 from torch.func import functional_call
 
 from compactvid.layers import CirculantLinear, circulant
+from dense_reference import assert_matches_dense, dense_forward
 
 VARIANTS = ("learned", "sign", "none")
 # (in, out): square, wide (out < in), tall (out a multiple of in), non-multiple tall, odd n.
@@ -22,11 +23,6 @@ def _layer(i: int, o: int, **kw) -> CirculantLinear:
     return CirculantLinear(i, o, **kw).double()
 
 
-def _dense_forward(layer: CirculantLinear, x: torch.Tensor) -> torch.Tensor:
-    y = x @ layer.to_dense().T
-    return y + layer.bias if layer.bias is not None else y
-
-
 @pytest.mark.parametrize("shape,diag,k", list(itertools.product(SHAPES, VARIANTS, (1, 2, 3))))
 def test_forward_and_gradients_match_dense(shape, diag, k):
     bias = (SHAPES.index(shape) + k) % 2 == 0  # every shape and variant is tried with and without
@@ -34,16 +30,7 @@ def test_forward_and_gradients_match_dense(shape, diag, k):
     layer = _layer(*shape, diag=diag, k_factor=k, bias=bias)
     x = torch.randn(5, shape[0], dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn(5, shape[1], dtype=torch.float64)
-
-    y = layer(x)
-    assert y.shape == (5, shape[1])
-    grads = torch.autograd.grad(y, (x, *layer.parameters()), grad_out)
-
-    y_ref = _dense_forward(layer, x)
-    grads_ref = torch.autograd.grad(y_ref, (x, *layer.parameters()), grad_out)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
-    for g, g_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    assert_matches_dense(layer, x, grad_out, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("diag", VARIANTS)
@@ -64,7 +51,7 @@ def test_parameter_gradients_without_input_gradient():
     layer = _layer(8, 20, diag="learned", k_factor=2)
     x = torch.randn(3, 8, dtype=torch.float64)
     grads = torch.autograd.grad(layer(x).sum(), list(layer.parameters()))
-    grads_ref = torch.autograd.grad(_dense_forward(layer, x).sum(), list(layer.parameters()))
+    grads_ref = torch.autograd.grad(dense_forward(layer, x).sum(), list(layer.parameters()))
     for g, g_ref in zip(grads, grads_ref):
         torch.testing.assert_close(g, g_ref)
 
@@ -75,7 +62,7 @@ def test_input_gradient_with_frozen_parameters(diag):
     layer = _layer(8, 20, diag=diag, k_factor=2).requires_grad_(False)
     x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(layer(x).sum(), x)
-    (grad_ref,) = torch.autograd.grad(_dense_forward(layer, x).sum(), x)
+    (grad_ref,) = torch.autograd.grad(dense_forward(layer, x).sum(), x)
     torch.testing.assert_close(grad, grad_ref)
 
 
@@ -177,7 +164,7 @@ def test_any_leading_batch_dims(lead):
     x = torch.randn(*lead, 6, dtype=torch.float64)
     y = layer(x)
     assert y.shape == (*lead, 13)
-    torch.testing.assert_close(y, _dense_forward(layer, x))
+    torch.testing.assert_close(y, dense_forward(layer, x))
 
 
 def test_bias_defaults_to_true_as_nn_linear():
@@ -201,7 +188,7 @@ def test_float32_large_layer_close_to_float64_dense():
     torch.manual_seed(6)
     layer = CirculantLinear(1024, 2500, diag="learned", k_factor=2)
     x = torch.randn(7, 1024)
-    ref = _dense_forward(layer.double(), x.double())
+    ref = dense_forward(layer.double(), x.double())
     y = layer.float()(x)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-5)
@@ -253,10 +240,4 @@ def test_chunked_rows_match_dense(monkeypatch, diag, saved):
     layer = _layer(6, 13, diag=diag, k_factor=2, bias=True)
     x = torch.randn(23, 6, dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn(23, 13, dtype=torch.float64)
-    y = layer(x)
-    grads = torch.autograd.grad(y, (x, *layer.parameters()), grad_out)
-    y_ref = _dense_forward(layer, x)
-    grads_ref = torch.autograd.grad(y_ref, (x, *layer.parameters()), grad_out)
-    torch.testing.assert_close(y, y_ref)
-    for g, g_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(g, g_ref)
+    assert_matches_dense(layer, x, grad_out)

@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from compactvid.layers import LowRankLinear, MonarchLinear
+from dense_reference import assert_matches_dense, dense_forward
 
 # (in, out): square, wide (out < in), tall, non-divisible both ways, odd and prime sizes.
 SHAPES = [(8, 8), (16, 5), (8, 24), (6, 13), (7, 7), (13, 6), (12, 30), (9, 9)]
@@ -26,11 +27,6 @@ def _one_thread(one_thread):
     yield
 
 
-def _dense_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    y = x @ layer.to_dense().T
-    return y + layer.bias if layer.bias is not None else y
-
-
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_gradients_match_dense(kind, shape):
@@ -39,14 +35,7 @@ def test_forward_and_gradients_match_dense(kind, shape):
     layer = LAYERS[kind](*shape, bias).double()
     x = torch.randn(5, shape[0], dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn(5, shape[1], dtype=torch.float64)
-    y = layer(x)
-    assert y.shape == (5, shape[1])
-    grads = torch.autograd.grad(y, (x, *layer.parameters()), grad_out)
-    y_ref = _dense_forward(layer, x)
-    grads_ref = torch.autograd.grad(y_ref, (x, *layer.parameters()), grad_out)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
-    for g, g_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    assert_matches_dense(layer, x, grad_out, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
@@ -155,7 +144,7 @@ def test_any_leading_batch_dims(kind, lead):
     x = torch.randn(*lead, 6, dtype=torch.float64)
     y = layer(x)
     assert y.shape == (*lead, 13)
-    torch.testing.assert_close(y, _dense_forward(layer, x))
+    torch.testing.assert_close(y, dense_forward(layer, x))
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
