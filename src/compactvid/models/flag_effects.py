@@ -106,8 +106,8 @@ _CLASSIFIER_RULES: dict[str, tuple[Callable[[_Setting], bool], str]] = {
     "moe_l2": (lambda s: MIXTURES.get(s.classifier) == "dense", "only MoeModel's dense weights are penalized"),
     "k_factor": (lambda s: _diagonal_circulant_layers(s) and _circulant_shaped(s),
                  "no layer is diagonal-circulant, nor sized by a diagonal-circulant layer's budget"),
-    "compact_layer": (_compact_switches, "no compact switch is on (--fc_*_circulant, --dbof_circulant, a "
-                      "circulant MoE)"),
+    "compact_layer": (_compact_switches, "no compact switch is on (--fc_*_circulant, --dbof_circulant, "
+                      "--gating_circulant, a circulant MoE, NeXtVLAD's --nextvlad_*_circulant)"),
     "lowrank_rank": (lambda s: s.args.compact_layer == "lowrank" and _compact_switches(s),
                      "no compact switch builds a low-rank layer (--compact_layer=lowrank)"),
     "monarch_blocks": (lambda s: s.args.compact_layer == "monarch" and _compact_switches(s),
