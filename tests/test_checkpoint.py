@@ -79,12 +79,16 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     assert random.random() == expected[1] and np.random.rand() == expected[2]
 
 
-def test_temporary_files_of_interrupted_writes_are_removed(tmp_path):
+def test_temporary_files_of_interrupted_writes_are_removed_and_no_other(tmp_path):
     ckpt.save_checkpoint(str(tmp_path), 1, {"step": 1})
-    leftover = tmp_path / "checkpoints" / ".tmp-ckpt-000000002.pt.abc"
-    leftover.write_bytes(b"half")
-    ckpt.remove_temporary_files(str(tmp_path))
-    assert not leftover.exists()
+    leftovers = [tmp_path / "checkpoints" / ".tmp-ckpt-000000002.pt.ab_c9xyz", tmp_path / ".tmp-config.json.k2j4h5g6"]
+    foreign = [tmp_path / "checkpoints" / ".tmp-notes.txt.ab_c9xyz", tmp_path / ".tmp-notes.txt.k2j4h5g6",
+               tmp_path / ".tmp-config.json", tmp_path / ".tmp-config.json.TOOLONG99"]
+    for path in leftovers + foreign:
+        path.write_bytes(b"half")
+    removed = ckpt.remove_temporary_files(str(tmp_path), ["config.json"])
+    assert sorted(removed) == sorted(map(str, leftovers))
+    assert not any(path.exists() for path in leftovers) and all(path.exists() for path in foreign)
     assert len(ckpt.list_checkpoints(str(tmp_path))) == 1
 
 

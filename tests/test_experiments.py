@@ -18,7 +18,7 @@ TINY = {"num_epochs": "2", "dbof_cluster_size": "32", "fc_hidden_size": "16", "i
         "n_bagging": "1", "batch_size": "8", "moe_num_mixtures": "2", "eval_every_steps": "2",
         "log_every_steps": "2"}
 RUN_FIELDS = {"name", "flags", "parameters", "bytes", "float16_export_bytes", "compression", "best_val_gap", "final_val_gap", "val_map",
-              "val_hit_at_1", "val_perr", "train_examples_per_sec", "inference_ms_per_video", "curve"}
+              "val_hit_at_1", "val_perr", "train_videos_per_sec", "inference_ms_per_video", "curve"}
 
 
 def test_every_run_is_the_readme_command_line():
@@ -99,7 +99,7 @@ def test_experiment_results_json_describes_each_run(trained_exp1):
         assert RUN_FIELDS <= set(run)
         assert 0 < run["best_val_gap"] <= 1 and run["final_val_gap"] <= run["best_val_gap"]
         assert run["compression"] > 1  # compact FC after DBoF
-        assert run["inference_ms_per_video"] > 0 and run["train_examples_per_sec"] > 0
+        assert run["inference_ms_per_video"] > 0 and run["train_videos_per_sec"] > 0
         assert run["float16_export_bytes"] > run["bytes"] / 2  # float16 weights, plus the graph
         assert "--use_d_matrix=True" in run["flags"] or run["name"] == "dc"
     # The learned diagonal has twice the parameters of the fixed one in the compact FC layers.

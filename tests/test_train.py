@@ -20,7 +20,8 @@ from compactvid import checkpoint as ckpt
 from compactvid.cli import main
 from compactvid.config import Config
 from compactvid.errors import ConfigError
-from compactvid.run_dir import check_resume_flags
+from compactvid.models.registry import create_model
+from compactvid.run_dir import check_resume_flags, read_metrics
 from compactvid.train import clip_gradient_norms, create_optimizer, learning_rate
 from seed_commands import SEED_LINES, seed_argv
 from tiny_dataset import TINY_FLAGS, write_tiny_dataset
@@ -42,11 +43,6 @@ def train_flags(train_dir, data, *extra):
 
 def run_train(train_dir, data, *extra) -> int:
     return main(["train", *train_flags(train_dir, data, *extra)])
-
-
-def records(train_dir) -> list[dict]:
-    with open(os.path.join(train_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 def newest_position(train_dir) -> dict:
@@ -78,6 +74,24 @@ def test_optimizers_by_the_seeds_names_or_torchs():
         create_optimizer(Config(optimizer="Bogus"), params)
 
 
+def test_structured_parameters_get_no_weight_decay_when_the_optimizer_decays():
+    from compactvid.layers.circulant import CirculantLinear
+
+    model = nn.Sequential(CirculantLinear(8, 8, bias=True), nn.Linear(8, 4))
+    structured = [p for p in model.parameters() if getattr(p, "_is_structured", False)]
+    assert structured and len(structured) < len(list(model.parameters()))
+    adamw = create_optimizer(Config(optimizer="AdamW"), model.parameters())
+    assert [(len(g["params"]), g["weight_decay"]) for g in adamw.param_groups] == [
+        (len(list(model.parameters())) - len(structured), 0.01), (len(structured), 0.0)]
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    adamw.step()  # zero gradients: only the decay moves weights
+    for p, old in zip(model.parameters(), before):
+        assert torch.equal(p, old) == getattr(p, "_is_structured", False)
+    assert len(create_optimizer(Config(), model.parameters()).param_groups) == 1  # Adam decays nothing
+
+
 # --- the files of a run ------------------------------------------------------------------------------
 
 def test_an_epoch_writes_config_params_checkpoint_metrics_and_events(tmp_path, data):
@@ -93,13 +107,14 @@ def test_an_epoch_writes_config_params_checkpoint_metrics_and_events(tmp_path, d
     position = newest_position(run)
     assert (position["epoch"], position["examples"], position["batches_in_epoch"]) == (1, TRAIN_VIDEOS, 0)
 
-    logged = records(run)
-    train_keys = {"step", "epoch", "examples", "loss", "lr", "examples_per_sec"}
-    assert [r["step"] for r in logged[:-1]] == list(range(2, steps + 1, 2))
-    assert all(set(r) == train_keys for r in logged[:-1])
-    assert set(logged[-1]) == {"step", "epoch", "examples", "val_gap", "val_map", "val_hit_at_1", "val_perr",
-                               "val_loss"}
-    assert logged[-1]["step"] == steps and logged[-1]["examples"] == TRAIN_VIDEOS
+    logged = read_metrics(run)
+    counts = {"step", "epoch", "examples", "videos"}
+    assert [r["step"] for r in logged[:-2]] == list(range(2, steps + 1, 2))
+    assert all(set(r) == counts | {"loss", "lr", "examples_per_sec"} for r in logged[:-2])
+    assert set(logged[-2]) == counts | {"epoch_loss", "epoch_complete"}  # the end of the epoch
+    assert set(logged[-1]) == counts | {"val_gap", "val_map", "val_hit_at_1", "val_perr", "val_loss"}
+    assert all(r["step"] == steps and r["examples"] == TRAIN_VIDEOS for r in logged[-2:])
+    assert logged[-2]["epoch_complete"] and 0 < logged[-2]["epoch_loss"] < 10
     assert 0 < logged[-1]["val_gap"] <= 1
 
     events = EventAccumulator(str(run)).Reload()
@@ -114,17 +129,25 @@ def test_a_run_resumes_from_its_newest_checkpoint(tmp_path, data, caplog):
     steps = -(-TRAIN_VIDEOS // BATCH)
     assert f"resuming from step {steps}" in caplog.text
     assert newest_position(run)["examples"] == 2 * TRAIN_VIDEOS
-    assert [r["step"] for r in records(run)] == list(range(1, 2 * steps + 1))
+    steps_logged = list(range(1, steps + 1))
+    assert [r["step"] for r in read_metrics(run)] == steps_logged + [steps] + [s + steps for s in steps_logged] + [
+        2 * steps]  # the epoch records end each epoch
 
 
 def test_a_resume_continues_inside_the_epoch_where_it_stopped(tmp_path, data):
     run = tmp_path / "run"
     assert run_train(run, data, "--max_steps=3", "--num_epochs=1") == 0
-    assert newest_position(run) | {"examples_per_epoch": None} == {
-        "step": 3, "epoch": 0, "batches_in_epoch": 3, "examples": 3 * BATCH, "examples_per_epoch": None}
+    saved = newest_position(run)
+    assert {k: saved[k] for k in ("step", "epoch", "batches_in_epoch", "videos", "examples", "epoch_examples")} \
+        == {"step": 3, "epoch": 0, "batches_in_epoch": 3, "videos": 3 * BATCH, "examples": 3 * BATCH,
+            "epoch_examples": 3 * BATCH}
+    assert read_metrics(run)[-1] | {"epoch_loss": None} == {  # the end of the run, inside its epoch
+        "step": 3, "epoch": 1, "videos": 3 * BATCH, "examples": 3 * BATCH, "epoch_loss": None,
+        "epoch_complete": False}
     assert run_train(run, data, "--num_epochs=1") == 0
     position = newest_position(run)
     assert (position["epoch"], position["examples"]) == (1, TRAIN_VIDEOS)  # every video once, none twice
+    assert read_metrics(run)[-1]["epoch_complete"] and read_metrics(run)[-1]["examples"] == TRAIN_VIDEOS
 
 
 def test_a_complete_run_has_nothing_left_to_do(tmp_path, data, caplog):
@@ -192,14 +215,40 @@ def test_video_level_models_train_on_mean_features(tmp_path, capsys):
                  "--num_epochs=2"]) == 0
     assert Config.from_json_file(str(run / "config.json")).feature_name_list == ["mean_rgb", "mean_audio"]
     assert newest_position(run)["examples"] == 40
-    assert "val_gap" in records(run)[-1]
+    assert "val_gap" in read_metrics(run)[-1]
 
 
 def test_validation_runs_every_eval_every_steps_and_once_at_the_end_of_the_epoch(tmp_path, data):
     run = tmp_path / "run"
     assert run_train(run, data, f"--eval_data_pattern={data['validate']}", "--eval_every_steps=4",
                      "--num_epochs=1", "--log_every_steps=100") == 0
-    assert [r["step"] for r in records(run) if "val_gap" in r] == [4, 8]  # step 8 ends the epoch
+    assert [r["step"] for r in read_metrics(run) if "val_gap" in r] == [4, 8]  # step 8 ends the epoch
+
+
+def test_data_augmentation_counts_two_examples_per_video_and_the_schedule_counts_videos(tmp_path, data):
+    run = tmp_path / "run"
+    assert run_train(run, data, "--num_epochs=1", "--data_augmentation", "--log_every_steps=1",
+                     "--learning_rate_decay_examples=8", "--learning_rate_decay=0.5") == 0
+    position = newest_position(run)
+    assert (position["videos"], position["examples"]) == (TRAIN_VIDEOS, 2 * TRAIN_VIDEOS)
+    logged = read_metrics(run)
+    assert [r["examples"] for r in logged[:3]] == [2 * BATCH, 4 * BATCH, 6 * BATCH]
+    assert [r["lr"] for r in logged[:3]] == [0.01, 0.01, 0.005]  # a halving every 8 videos, the seed's way
+
+
+@pytest.mark.parametrize("videos", [0, 1])
+def test_an_epoch_without_a_batch_trains_nothing_and_says_why(tmp_path, capsys, videos):
+    write_tiny_dataset(str(tmp_path / "data"), videos, num_files=1)
+    run = tmp_path / "run"
+    assert run_train(run, {"train": str(tmp_path / "data" / "train*.tfrecord")}) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("compactvid train: error: --train_data_pattern=") and "an epoch gave no batch" in err[-1]
+    assert ckpt.list_checkpoints(str(run)) == []
+
+
+def test_no_epoch_to_train_is_refused(tmp_path, data, capsys):
+    assert run_train(tmp_path / "run", data, "--num_epochs=-1") != 0
+    assert "--num_epochs=-1: must be a positive integer" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without GPUs")
@@ -217,7 +266,7 @@ def start_training(train_dir, data, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(condition, process, timeout=60.0):
+def wait_for(condition, process, timeout=180.0):
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
@@ -232,13 +281,13 @@ def wait_for(condition, process, timeout=60.0):
 def test_sigterm_writes_a_checkpoint_then_stops(tmp_path, data):
     run = tmp_path / "run"
     process = start_training(run, data, "--num_epochs=100000", "--log_every_steps=1", "--checkpoint_steps=0")
-    wait_for(lambda: (run / "metrics.jsonl").exists() and len(records(run)) >= 3, process)
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(read_metrics(run)) >= 3, process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "run the same command to resume" in err
     saved = newest_position(run)
-    assert saved["step"] >= 3 and saved["step"] == records(run)[-1]["step"]
+    assert saved["step"] >= 3 and saved["step"] == read_metrics(run)[-1]["step"]
 
 
 @pytest.mark.slow
@@ -265,13 +314,15 @@ def test_two_ddp_processes_read_each_video_of_an_epoch_once(tmp_path):
     write_tiny_dataset(str(tmp_path / "data"), 13, num_files=3)
     run = tmp_path / "run"
     flags = train_flags(run, {"train": str(tmp_path / "data" / "train*.tfrecord")}, "--batch_size=2",
-                        "--num_epochs=1", "--device=cpu", "--log_every_steps=1")
+                        "--num_epochs=1", "--device=cpu", "--log_every_steps=100")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "compactvid.cli", "train", *flags], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     position = newest_position(run)
     assert (position["epoch"], position["examples"]) == (1, 13)
-    assert records(run)[-1]["examples"] == 13
+    (end,) = read_metrics(run)  # no step was a logging step: the epoch's record says where it ended
+    assert (end["step"], end["examples"], end["epoch_complete"]) == (position["step"], 13, True)
+    assert 0 < end["epoch_loss"] < 10
 
 
 SPAWN = """
@@ -284,20 +335,38 @@ sys.exit(train.train_spawned(config, 2))  # what --num_gpu=2 does with 2 GPUs, h
 
 
 @pytest.mark.slow
+def test_sum_gradients_makes_the_processes_step_as_the_seeds_towers(tmp_path, data):
+    """Two gloo processes, one plain SGD step, no clipping: summing the gradients at learning rate lr
+    moves the weights exactly as averaging them at 2 lr."""
+    runs = {"sum": ("--sum_gradients", "--base_learning_rate=0.1"), "mean": ("--base_learning_rate=0.2",)}
+    for name, flags in runs.items():
+        result = subprocess.run([sys.executable, "-c", SPAWN, *train_flags(
+            tmp_path / name, data, *flags, "--optimizer=GradientDescentOptimizer", "--clip_gradient_norm=0",
+            "--max_steps=1", "--device=cpu")], capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+    summed, averaged = (ckpt.load_latest_checkpoint(str(tmp_path / name))[1]["model"] for name in runs)
+    torch.manual_seed(0)  # --seed: the initial weights of both runs
+    initial = create_model(Config.from_json_file(str(tmp_path / "sum" / "config.json")).model_args()).state_dict()
+    assert sum(not torch.equal(initial[name], summed[name]) for name in summed) > 5  # the step moved them
+    for name in summed:
+        torch.testing.assert_close(summed[name], averaged[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
 def test_num_gpu_processes_stop_together_on_sigterm_with_a_checkpoint(tmp_path, data):
     run = tmp_path / "run"
     assert run_train(run, data, "--max_steps=2") == 0  # one process, stopped inside the epoch
     process = subprocess.Popen([sys.executable, "-c", SPAWN, *train_flags(run, data, "--num_epochs=100000",
                                 "--device=cpu", "--log_every_steps=1", "--checkpoint_steps=0")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (run / "metrics.jsonl").exists() and len(records(run)) >= 3, process)
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(read_metrics(run)) >= 3, process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "2 processes now, 1 when saved: random generators re-seeded, and the epoch in progress restarts" in err
     saved = newest_position(run)
-    assert saved["step"] >= 3 and saved["step"] == records(run)[-1]["step"]
-    assert saved["examples"] == records(run)[-1]["examples"]
+    assert saved["step"] >= 3 and saved["step"] == read_metrics(run)[-1]["step"]
+    assert saved["examples"] == read_metrics(run)[-1]["examples"]
 
 
 # --- the seed README's command lines -----------------------------------------------------------------

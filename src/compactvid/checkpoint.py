@@ -16,7 +16,7 @@ import pickle
 import random
 import re
 import tempfile
-from typing import Any, Callable, IO, Optional
+from typing import Any, Callable, IO, Iterable, Optional
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ CHECKPOINT_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 3  # older ones are deleted after each successful write
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 _TEMP_PREFIX = ".tmp-"  # temporary files of interrupted writes start with this (and are cleaned up)
+# ".tmp-<final name>.<mkstemp's 8 random characters>"
+_TEMP_NAME = re.compile(r"^" + re.escape(_TEMP_PREFIX) + r"(.+)\.[a-z0-9_]{8}$")
 
 
 def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -131,13 +133,18 @@ def load_latest_checkpoint(train_dir: str) -> Optional[tuple[str, dict[str, Any]
     return None
 
 
-def remove_temporary_files(train_dir: str) -> None:
-    """Delete the temporary files left by writes that a kill interrupted."""
-    for directory in (train_dir, checkpoint_dir(train_dir)):
+def remove_temporary_files(train_dir: str, names: Iterable[str]) -> list[str]:
+    """Delete the temporary files that a kill left behind while `write_atomically` wrote one of `names`
+    (files of `train_dir`) or a checkpoint; no other file, whatever its name. Returns their paths."""
+    removed = []
+    for directory, ours in ((train_dir, set(names).__contains__), (checkpoint_dir(train_dir), _NAME.match)):
         if os.path.isdir(directory):
             for name in os.listdir(directory):
-                if name.startswith(_TEMP_PREFIX):
-                    os.remove(os.path.join(directory, name))
+                match = _TEMP_NAME.match(name)
+                if match and ours(match.group(1)):
+                    removed.append(os.path.join(directory, name))
+                    os.remove(removed[-1])
+    return removed
 
 
 def capture_rng_state() -> dict[str, Any]:

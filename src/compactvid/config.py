@@ -58,7 +58,8 @@ class Config:
                              "Vocabulary size (3862 for the 2018 release, 4716 for 2017).")
     max_frames: int = _flag(300, "data", "Frames kept per video (the rest are dropped, as the original).")
     num_readers: int = _flag(
-        8, "train", "DataLoader worker processes per training process; capped at the CPU count.")
+        8, "train", "DataLoader worker processes per training process; capped at the CPUs available to each "
+        "training process of the machine (0: read in the training process).")
     shuffle_buffer_size: int = _flag(
         512, "train", "Videos each reader holds to shuffle training data (besides shuffling the file order "
         "every epoch); memory: next to none for local files (the buffer holds views of the memory-mapped "
@@ -167,18 +168,24 @@ class Config:
     start_new_model: bool = _flag(
         False, "train", "Start over: remove what a previous run of compactvid wrote in --train_dir "
         "(never other files). Without it, training resumes from the newest checkpoint.")
-    batch_size: int = _flag(1024, "train", "Examples per batch, per process.")
+    batch_size: int = _flag(
+        1024, "train", "Videos per batch, per process (each video is two examples under --data_augmentation).")
     num_epochs: int = _flag(5, "train", "Passes over the training data.")
     max_steps: Optional[int] = _flag(None, "train", "Stop after this many steps (all processes together).")
     base_learning_rate: float = _flag(0.01, "train", "Initial learning rate.")
     learning_rate_decay: float = _flag(
         0.95, "train", "Multiply the learning rate by this every --learning_rate_decay_examples (staircase).")
     learning_rate_decay_examples: float = _flag(
-        4000000, "train", "Examples (all processes together) between learning-rate decays.")
+        4000000, "train", "Videos (all processes together) between learning-rate decays; the seed's "
+        "\"examples\" here are videos.")
     optimizer: str = _flag(
         "AdamOptimizer", "train", "AdamOptimizer (Adam) or the name of a torch.optim optimizer.")
     clip_gradient_norm: float = _flag(
         1.0, "train", "Clip each parameter tensor's gradient to this norm, as the original (0: off).")
+    sum_gradients: bool = _flag(
+        False, "train", "Sum the gradients of the DDP processes before clipping, as the seed's GPU towers "
+        "did, instead of averaging them (DDP's way; then the clipping binds on a gradient --num_gpu "
+        "times smaller).")
     regularization_penalty: float = _flag(1.0, "train", "Weight of the L2 penalties in the loss.")
     label_loss: str = _flag("CrossEntropyLoss", "train", "CrossEntropyLoss, HingeLoss or SoftmaxLoss.")
     num_gpu: int = _flag(
@@ -222,7 +229,7 @@ class Config:
                 f"--feature_names has {len(names)} entries ({','.join(names)}) but --feature_sizes has "
                 f"{len(sizes)} ({','.join(map(str, sizes))}): give one size per feature")
         self.model_args().validate()
-        for name in ("max_frames", "batch_size"):
+        for name in ("max_frames", "batch_size", "num_epochs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be a positive integer")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -22,6 +22,7 @@ import torch.multiprocessing as mp
 from torch.distributed.algorithms.join import Join, Joinable, JoinHook
 
 from compactvid.config import Config
+from compactvid.device import resolve_device
 from compactvid.errors import CompactVidError
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,14 @@ def local_processes() -> int:
 
 
 @contextlib.contextmanager
-def process_group(cuda: bool) -> Iterator[Process]:
-    """This process, in the process group the environment describes (joined, then left at the end)."""
+def process_group(requested_device: str) -> Iterator[Process]:
+    """This process, on its device of --device=`requested_device`, in the process group the environment
+    describes (joined, then left at the end)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = torch.device("cpu")
+    device = resolve_device(requested_device, int(os.environ.get("LOCAL_RANK", "0")))
+    cuda = device.type == "cuda"
     if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         torch.cuda.set_device(device)
     process = Process(rank, world_size, device)
     if process.distributed:
@@ -138,34 +140,33 @@ def _spawned_process(rank: int, target: Callable[[Config], int], config: Config,
         raise SystemExit(status)
 
 
-class StepStats(Joinable):
-    """The per-step sums over processes: [label loss x videos, videos, stop requested, processes active].
+class JoinableSum(Joinable):
+    """Sums of `size` numbers over the processes still in an epoch, once per step.
 
     A Joinable, so that a process whose share of the epoch ran out first (shares differ by up to one
     batch) answers the all_reduce with zeros while the others finish, as DDP's own join hook does.
     """
 
-    SIZE = 4
-
-    def __init__(self, process: Process) -> None:
+    def __init__(self, process: Process, size: int) -> None:
         super().__init__()
         self.process = process
+        self.size = size
 
-    def reduce(self, loss_sum: torch.Tensor, videos: int, stop: bool) -> list[float]:
-        """Sum (label loss x videos, videos, stop flag, 1) over the processes still in the epoch."""
-        values = torch.cat([loss_sum.detach().reshape(1).to(torch.float64),
-                            torch.tensor([videos, float(stop), 1.0], dtype=torch.float64, device=loss_sum.device)])
+    def sum(self, values: list[torch.Tensor | float]) -> list[float]:
+        """The element-wise sum of `values` (numbers or one-element tensors) over the processes."""
+        total = torch.stack([torch.as_tensor(v, device=self.process.device).reshape(()).to(torch.float64)
+                             for v in values])
         if self.process.distributed:
             Join.notify_join_context(self)
-            dist.all_reduce(values)
-        return values.tolist()
+            dist.all_reduce(total)
+        return total.tolist()
 
     def join_hook(self, **kwargs: Any) -> JoinHook:
-        stats = self
+        summed = self
 
         class AnswerWithZeros(JoinHook):
             def main_hook(self) -> None:
-                dist.all_reduce(torch.zeros(StepStats.SIZE, dtype=torch.float64, device=stats.process.device))
+                dist.all_reduce(torch.zeros(summed.size, dtype=torch.float64, device=summed.process.device))
 
         return AnswerWithZeros()
 
@@ -178,10 +179,10 @@ class StepStats(Joinable):
         return dist.group.WORLD
 
 
-def max_over_processes(process: Process, values: list[int]) -> list[int]:
+def max_over_processes(process: Process, values: list[float]) -> list[float]:
     """The element-wise maximum of `values` over all processes (`values` itself when alone)."""
     if not process.distributed:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=process.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return [int(v) for v in tensor.tolist()]
+    return tensor.tolist()

@@ -20,3 +20,7 @@ class ConfigError(CompactVidError):
 
 class CheckpointError(CompactVidError):
     """A checkpoint is missing, unreadable, or does not match the model."""
+
+
+class RunDirError(CompactVidError):
+    """A --train_dir cannot hold this run: another program's directory, a run in use, unwritable, or full."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -10,15 +9,7 @@ from typing import Sequence
 from compactvid.config import Config
 from compactvid.errors import DataError
 from compactvid.models.args import EMBEDDINGS
-
-
-def read_metrics(train_dir: str) -> list[dict]:
-    """The records of `train_dir`/metrics.jsonl, in order (empty when the run logged nothing yet)."""
-    path = os.path.join(train_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file; is {train_dir} a --train_dir of `compactvid train`?")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from compactvid.run_dir import CONFIG_FILE, METRICS_FILE, read_metrics
 
 
 def validation_curve(records: Sequence[dict]) -> list[tuple[float, float]]:
@@ -88,9 +79,10 @@ def plot_runs(train_dirs: Sequence[str], output: str, title: str = "Validation G
     """`compactvid plot`: one curve per train_dir, labelled from its config.json."""
     curves = []
     for train_dir in train_dirs:
-        config = Config.from_json_file(os.path.join(train_dir, "config.json"))
+        config = Config.from_json_file(os.path.join(train_dir, CONFIG_FILE))
         points = validation_curve(read_metrics(train_dir))
         if not points:
-            raise DataError(f"{train_dir}/metrics.jsonl: no validation yet; train with --eval_data_pattern")
+            raise DataError(f"{os.path.join(train_dir, METRICS_FILE)}: no validation yet; train with "
+                            f"--eval_data_pattern")
         curves.append(Curve(f"{describe(config)} ({os.path.basename(os.path.normpath(train_dir))})", points))
     plot_panels([(title, curves)], output)

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
           f"{'train videos/s':>16}{'inference ms/video':>20}")
     for r in results["runs"]:
         print(f"{r['label']:<10}{r['parameters']:>12,}{r['bytes'] / 1e6:>8.2f}{r['compression']:>12.2f}x"
-              f"{r['best_val_gap']:>10.4f}{r['train_examples_per_sec'] or 0:>16.0f}"
+              f"{r['best_val_gap']:>10.4f}{r['train_videos_per_sec'] or 0:>16.0f}"
               f"{r['inference_ms_per_video']:>20.2f}")
     print(f"\nfigure: {args.output_dir}/exp2-dbof.png   table: {args.output_dir}/results.md")
     return 0

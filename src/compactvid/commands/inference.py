@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     import fsspec
-    import torch
 
+    from compactvid.device import resolve_device
     from compactvid.errors import ConfigError
     from compactvid.evaluate import load_trained_model
     from compactvid.inference import write_predictions
@@ -63,13 +63,11 @@ def run(args: argparse.Namespace) -> int:
                           f"`compactvid make-data --segments`")
     if args.segment_max_pred < 1:
         raise ConfigError(f"--segment_max_pred={args.segment_max_pred}: must be a positive integer")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto")
+    device = resolve_device(args.device)
     if args.model is not None:
         if args.segment_labels:
             raise ConfigError("--segment_labels ranks segments with a --train_dir's checkpoint; leave out --model")
         return run_artifact(args)
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     config, model, state = load_trained_model(args.train_dir, device=device)
     if args.num_readers is not None:
         config = dataclasses.replace(config, num_readers=args.num_readers)

@@ -1,8 +1,10 @@
 """Train a model on YouTube-8M-format TFRecord files (the seed's train.py, same flags).
 
-Writes config.json, params.json, checkpoints/ (the newest 3), metrics.jsonl and TensorBoard events into
---train_dir, and resumes from its newest checkpoint unless --start_new_model is given (which removes
-only those files). SIGINT/SIGTERM write a checkpoint, then stop. Every flag of the seed's README works.
+Writes run.json (the marker of a compactvid run), config.json, params.json, checkpoints/ (the newest 3),
+metrics.jsonl and TensorBoard events into --train_dir, which must be new, empty or a compactvid run, and
+which one training at a time holds (run.lock). Resumes from the newest checkpoint unless
+--start_new_model is given (which removes only the files the previous run wrote). SIGINT/SIGTERM write a
+checkpoint, then stop. Every flag of the seed's README works.
 
   CPU or one GPU:  compactvid train --train_dir=runs/dbof --train_data_pattern='data/train*.tfrecord'
                    --eval_data_pattern='data/validate*.tfrecord' --add_dbof --batch_size=80 ...

@@ -425,24 +425,29 @@ class VideoLoader(DataLoader):
             log.warning("%s", self.report.summary())
 
 
-def num_workers(num_readers: int) -> int:
-    """`--num_readers` as DataLoader workers: capped at the CPUs this process may use, with a note."""
+def num_workers(num_readers: int, local_processes: int = 1) -> int:
+    """`--num_readers` as DataLoader workers: capped, with a note, at this process's part of the CPUs it may
+    use (shared by the `local_processes` training processes of this machine); 0 reads in this process.
+    The seed's 100 reader threads fit TensorFlow, not DataLoader worker processes."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if num_readers > cpus:
-        log.info("--num_readers=%d: using %d DataLoader workers (the CPUs available)", num_readers, cpus)
-        return cpus
+    cap = max(1, cpus // local_processes)
+    if num_readers > cap:
+        log.info("--num_readers=%d: using %d DataLoader workers per process (%d CPUs, %d process(es))",
+                 num_readers, cap, cpus, local_processes)
+        return cap
     return max(num_readers, 0)
 
 
 def make_loader(pattern: str, config: Config, *, training: bool, epoch: int = 0, rank: int = 0,
-                world_size: int = 1, batch_size: int | None = None, dequantize: bool = True,
-                segments: str | None = None) -> VideoLoader:
+                world_size: int = 1, local_processes: int = 1, batch_size: int | None = None,
+                dequantize: bool = True, segments: str | None = None) -> VideoLoader:
     """A DataLoader over the files of `pattern` (comma-separated globs, any fsspec path) for one epoch.
 
     training=True: shuffled (file order and a record buffer), frames sampled per the config, data
     augmentation per ``--data_augmentation``. training=False: every record of this rank's share once,
     in order, deterministic sampling, no augmentation. `batch_size` (videos per batch) defaults to
     ``config.batch_size``; under augmentation a batch holds two examples (rows) of each video.
+    `local_processes`: the processes of this machine that read at the same time (--num_readers per process).
     dequantize=False: frame-level batches hold uint8 frames, for `prepare_frames` on the device.
     segments="rated" / "all": segment examples (a batch of `batch_size` segments). See the module
     docstring for the batch layout and sharding.
@@ -450,7 +455,7 @@ def make_loader(pattern: str, config: Config, *, training: bool, epoch: int = 0,
     files = expand_pattern(pattern)
     dataset = YT8MDataset(files, config, training=training, epoch=epoch, rank=rank, world_size=world_size,
                           batch_size=batch_size, dequantize=dequantize, segments=segments)
-    workers = num_workers(config.num_readers)
+    workers = num_workers(config.num_readers, local_processes)
     return VideoLoader(dataset, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
                        prefetch_factor=2 if workers else None, persistent_workers=False, collate_fn=_as_is)
 
