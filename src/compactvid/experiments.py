@@ -269,7 +269,8 @@ def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs
         if not validations:
             raise CompactVidError(f"{train_dir}: no validation was logged; was --eval_data_pattern empty?")
         last = validations[-1]
-        speeds = [r["examples_per_sec"] for r in records if r.get("examples_per_sec")]
+        # Videos per second (the table's unit): the logged examples per second, two per video under augmentation.
+        speeds = [r["examples_per_sec"] * r["videos"] / r["examples"] for r in records if r.get("examples_per_sec")]
         runs.append({
             "name": run.name, "label": run.label, "flags": " ".join(argvs[run.name]),
             "parameters": params["total"], "bytes": params["bytes"]["float32"],
@@ -277,7 +278,7 @@ def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs
             "compression": params["dense_total"] / params["total"],
             "best_val_gap": max(r["val_gap"] for r in validations), "final_val_gap": last["val_gap"],
             "val_map": last["val_map"], "val_hit_at_1": last["val_hit_at_1"], "val_perr": last["val_perr"],
-            "train_examples_per_sec": statistics.median(speeds) if speeds else None,
+            "train_videos_per_sec": statistics.median(speeds) if speeds else None,
             "inference_ms_per_video": inference_ms_per_video(train_dir, eval_pattern),
             "curve": [[round(x, 4), y] for x, y in validation_curve(records)],
         })
@@ -290,7 +291,7 @@ def results_table(results: dict) -> str:
              "| mAP | Hit@1 | PERR | Train videos/s | Inference ms/video |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["runs"]:
-        speed = f"{r['train_examples_per_sec']:.0f}" if r["train_examples_per_sec"] else "-"
+        speed = f"{r['train_videos_per_sec']:.0f}" if r["train_videos_per_sec"] else "-"
         lines.append(f"| {r['label']} | {r['parameters']:,} | {r['bytes'] / 1e6:.1f} "
                      f"| {r['float16_export_bytes'] / 1e6:.1f} | {r['compression']:.2f}x "
                      f"| {r['best_val_gap']:.4f} | {r['final_val_gap']:.4f} | {r['val_map']:.4f} "
