@@ -113,11 +113,10 @@ class _Run:
             self.model(self.frames[:1])
 
     def autocast(self):
-        """bfloat16 autocast on GPU with --mixed_precision (as `compactvid train`), else nothing."""
-        import torch
+        """The autocast of `compactvid train` (bfloat16 on GPU with --mixed_precision)."""
+        from compactvid.device import autocast
 
-        return torch.autocast("cuda", dtype=torch.bfloat16,
-                              enabled=self.device.type == "cuda" and self.config.mixed_precision)
+        return autocast(self.device, self.config.mixed_precision)
 
 
 def _timed(fn, device: "torch.device") -> tuple[float, float]:

@@ -84,3 +84,18 @@ def test_a_boolean_flag_leaves_the_positional_argument_alone(flags, value):
     _, parser = build_subcommand_parser("inspect")
     args = parser.parse_args([*flags, "data/train*.tfrecord"])
     assert args.pattern == "data/train*.tfrecord" and args.skip_corrupt_records is value
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("argv", [
+    ["train", "--train_dir=RUN", "--train_data_pattern=DATA", "--device=cuda"],
+    ["eval", "--train_dir=RUN", "--eval_data_pattern=DATA", "--device=cuda", "--run_once"],
+    ["inference", "--train_dir=RUN", "--input_data_pattern=DATA", "--output_file=OUT", "--device=cuda"],
+], ids=lambda argv: argv[0])
+def test_a_bad_device_gets_the_same_error_from_every_command(argv, tmp_path, capsys):
+    """One `resolve_device`: train, eval and inference word --device=cuda without a GPU alike."""
+    argv = [word.replace("RUN", str(tmp_path / "run")).replace("DATA", str(tmp_path / "*.tfrecord"))
+            .replace("OUT", str(tmp_path / "out.csv")) for word in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"compactvid {argv[0]}: error: --device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto"

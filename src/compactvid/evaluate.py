@@ -8,7 +8,6 @@ its checkpoints (`initialize_from_run` loads them into a new run's model, --init
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from typing import Optional
@@ -19,10 +18,12 @@ from torch import nn
 from compactvid import checkpoint as ckpt
 from compactvid.config import Config
 from compactvid.data.loader import make_loader, prepare_frames
+from compactvid.device import autocast
 from compactvid.errors import CheckpointError, ConfigError, DataError
 from compactvid.losses import create_loss
 from compactvid.metrics import EvaluationMetrics
 from compactvid.models.registry import create_model
+from compactvid.run_dir import CONFIG_FILE
 
 
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module, device: torch.device,
@@ -36,12 +37,10 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.
     """
     model.eval()
     metrics = EvaluationMetrics(num_classes, top_k)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
-                else contextlib.nullcontext())
     with torch.inference_mode():
         for batch in loader:
             labels = batch["labels"].to(device, non_blocking=True)
-            with autocast:
+            with autocast(device, mixed_precision):
                 frames = prepare_frames(batch["frames"].to(device, non_blocking=True), batch["num_frames"])
                 predictions = model(frames)
             predictions = predictions.float()
@@ -62,7 +61,7 @@ def load_trained_model(train_dir: str, checkpoint_path: Optional[str] = None,
     """The model of a --train_dir: built from its config.json, weights from `checkpoint_path` (default:
     the newest checkpoint that loads), or from `state` when the caller has loaded that file already.
     Returns (config, model in eval mode on `device`, the checkpoint's state)."""
-    config = Config.from_json_file(os.path.join(train_dir, "config.json"))
+    config = Config.from_json_file(os.path.join(train_dir, CONFIG_FILE))
     if state is None and checkpoint_path is None:
         found = ckpt.load_latest_checkpoint(train_dir)
         if found is None:

@@ -12,7 +12,6 @@ in memory or from an exported artifact (`compactvid.export`), through the same w
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Iterable, TextIO
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from compactvid.data.loader import prepare_frames
+from compactvid.device import autocast
 from compactvid.segment_submission import MAX_PREDICTIONS, SegmentRanking
 
 HEADER = "VideoId,LabelConfidencePairs\n"
@@ -50,11 +50,9 @@ def write_predictions(model: nn.Module, loader: Iterable[dict], out: TextIO, top
                       device: torch.device = torch.device("cpu"), mixed_precision: bool = False) -> int:
     """`write_rows` with a model in eval mode on `device`. Returns the number of videos."""
     model.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
-                else contextlib.nullcontext())
 
     def predict(frames: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
-        with autocast:
+        with autocast(device, mixed_precision):
             return model(prepare_frames(frames.to(device, non_blocking=True), num_frames))
 
     with torch.inference_mode():
@@ -67,12 +65,10 @@ def rank_segments(model: nn.Module, loader: Iterable[dict], classes: np.ndarray,
     """Score every segment of `loader` (a ``segments="all"`` loader) with `model`; the best `max_pred`
     segments of each class of `classes` (int64 ``[V]``), as a `SegmentRanking`."""
     model.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and mixed_precision
-                else contextlib.nullcontext())
     ranking = SegmentRanking(classes, max_pred)
     with torch.inference_mode():
         for batch in loader:
-            with autocast:
+            with autocast(device, mixed_precision):
                 frames = prepare_frames(batch["frames"].to(device, non_blocking=True), batch["num_frames"])
                 predictions = model(frames)
             ranking.add(batch["ids"], batch["segment_starts"].tolist(), predictions.float().cpu().numpy())

@@ -21,6 +21,7 @@ from compactvid.errors import CompactVidError
 from compactvid.experiments import (EVAL_PATTERN, EXPERIMENTS, SMALL_PROFILE, SYNTHETIC_DATA, ensure_synthetic_data,
                                     existing_training_files, run_argv)
 from compactvid.plotting import Curve, plot_panels, read_metrics, validation_curve
+from compactvid.run_dir import CONFIG_FILE, PARAMS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,12 @@ def run_segment_experiment(profile: str, output_dir: str, data_dir: str | None =
 
 def _run_results(run, video_dir: str, segment_dir: str, before: dict, after: dict, argv: list[str]) -> dict:
     """One model's row of results.json."""
-    with open(os.path.join(video_dir, "params.json")) as f:
+    with open(os.path.join(video_dir, PARAMS_FILE)) as f:
         params = json.load(f)
     video_records, segment_records = read_metrics(video_dir), read_metrics(segment_dir)
     gaps = [r["val_gap"] for r in video_records if "val_gap" in r]
     speeds = [r["examples_per_sec"] for r in segment_records if r.get("examples_per_sec")]
-    with open(os.path.join(segment_dir, "config.json")) as f:
+    with open(os.path.join(segment_dir, CONFIG_FILE)) as f:
         epochs = json.load(f)["num_epochs"]
     if not gaps:
         raise CompactVidError(f"{video_dir}: no validation was logged; was --eval_data_pattern empty?")

@@ -53,9 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from compactvid import checkpoint as ckpt
+    from compactvid.device import resolve_device
     from compactvid.errors import CheckpointError
 
     if args.segment_labels:
@@ -68,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
     elif args.submission_file or args.top_n:
         raise ConfigError("--submission_file and --top_n score segments: add --segment_labels")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("--device=cuda but PyTorch sees no CUDA GPU; use --device=cpu or auto")
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     last_step, refused, waiting = None, set(), False
     while True:
         found = _newest_loadable(args.train_dir, last_step, refused)
