@@ -151,3 +151,27 @@ def test_an_unwritable_train_dir_gives_one_line(tmp_path, data, capsys, monkeypa
     monkeypatch.setattr(run_dir.os, "makedirs", denied)  # what a directory of another user answers
     assert main(train_argv(tmp_path / "run", data)) == 1
     assert "run: Permission denied; choose a --train_dir you can write to" in one_line_error(capsys)
+
+
+def test_a_run_of_an_earlier_compactvid_resumes_and_is_marked(tmp_path, data, capsys):
+    """A run written before RUN_FILE existed (config.json, checkpoints, metrics, its events) is adopted."""
+    run = tmp_path / "run"
+    assert main(train_argv(run, data, "--num_epochs=1")) == 0
+    events = read_marker(str(run))["event_files"]
+    (run / RUN_FILE).unlink()
+    (run / LOCK_FILE).unlink()
+    assert main(train_argv(run, data, "--num_epochs=2")) == 0
+    assert read_marker(str(run))["event_files"][: len(events)] == events
+    assert ckpt.load_latest_checkpoint(str(run))[1]["position"]["step"] == 6  # resumed at 3, one more epoch
+
+
+@pytest.mark.parametrize("config", ["{}", '{"train_dir": "x", "model": "LogisticModel"}', "not json"])
+def test_a_config_json_that_is_not_a_whole_compactvid_config_is_foreign(tmp_path, data, capsys, config):
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "config.json").write_text(config)
+    (foreign / "metrics.jsonl").write_text("their metrics\n")
+    before = snapshot(foreign)
+    assert main(train_argv(foreign, data, "--num_epochs=1", "--start_new_model")) == 1
+    assert "not a compactvid run" in one_line_error(capsys)
+    assert snapshot(foreign) == before

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional
 from compactvid import __version__
 from compactvid import checkpoint as ckpt
 from compactvid.config import Config, fields_in_group
-from compactvid.errors import ConfigError, DataError, RunDirError
+from compactvid.errors import CompactVidError, ConfigError, DataError, RunDirError
 from compactvid.models.registry import canonical_name
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def refuse_foreign(train_dir: str) -> None:
     if path in (os.path.realpath(os.sep), os.path.realpath(os.path.expanduser("~"))):
         raise RunDirError(f"--train_dir={train_dir}: refusing to run in {path}; give a directory for this run "
                           f"alone, e.g. --train_dir=runs/NAME")
-    if not os.path.exists(path) or read_marker(train_dir) is not None:
+    if not os.path.exists(path) or read_marker(train_dir) is not None or _is_earlier_run(train_dir):
         return
     if not os.path.isdir(path):
         raise RunDirError(f"--train_dir={train_dir}: not a directory; give a directory for this run alone")
@@ -78,6 +78,23 @@ def refuse_foreign(train_dir: str) -> None:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise RunDirError(f"--train_dir={train_dir}: not a compactvid run (no {RUN_FILE}) and not empty ({shown}); "
                           f"compactvid writes only into a new or empty directory: choose another --train_dir")
+
+
+def _is_earlier_run(train_dir: str) -> bool:
+    """Whether `train_dir` holds a run of a compactvid from before RUN_FILE: a config.json that loads as a
+    `Config` (unknown keys are refused), and nothing but the names such a run writes."""
+    names = set(os.listdir(train_dir)) - {LOCK_FILE}
+    ours = {CONFIG_FILE, PARAMS_FILE, METRICS_FILE, os.path.basename(ckpt.checkpoint_dir(train_dir))}
+    if CONFIG_FILE not in names or not names <= ours | event_files(train_dir):
+        return False
+    try:
+        with open(os.path.join(train_dir, CONFIG_FILE)) as f:
+            saved = json.load(f)
+        Config.from_json_file(os.path.join(train_dir, CONFIG_FILE))
+    except (CompactVidError, OSError, ValueError, TypeError):
+        return False
+    # Every compactvid config.json records every flag; these have been there since the first version.
+    return isinstance(saved, dict) and {"train_dir", "model", "video_level_classifier_model"} <= saved.keys()
 
 
 def read_marker(train_dir: str) -> Optional[dict[str, Any]]:
@@ -169,6 +186,11 @@ def prepare_train_dir(config: Config) -> bool:
     check that the saved run fits; mark it as compactvid's. Returns whether to resume."""
     train_dir = config.train_dir
     marker = read_marker(train_dir)
+    if marker is None and _is_earlier_run(train_dir):
+        # Its event files are its own: the directory holds nothing but what a compactvid run writes.
+        marker = {"compactvid": __version__, "run_id": uuid.uuid4().hex, "event_files": sorted(event_files(train_dir))}
+        _write_marker(train_dir, marker)
+        log.info("%s: a run of an earlier compactvid; marked as this program's (%s)", train_dir, RUN_FILE)
     if marker is not None and config.start_new_model:
         remove_previous_run(train_dir, marker)
         marker = None
