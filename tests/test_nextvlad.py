@@ -137,6 +137,18 @@ def test_video_only():
     assert list(model.aggregations) == ["video"] and model(torch.randn(2, 1, 3, 8)).shape == (2, 5)
 
 
+def test_no_audio_reads_the_video_features_of_full_frames():
+    """--no_audio: the loader still gives every feature (rgb then audio); the model reads the first 1024."""
+    config, _ = parse_config(["--model=NeXtVLADModel", "--no_audio", "--num_classes=5", "--nextvlad_cluster_size=4",
+                              "--nextvlad_hidden_size=16", "--groups=4", "--video_level_classifier_model=LogisticModel"])
+    model = create_model(config.model_args()).eval()
+    assert list(model.aggregations) == ["video"]
+    frames = torch.randn(2, 1, 3, 1152)
+    changed_audio = frames.clone()
+    changed_audio[..., 1024:] = torch.randn(2, 1, 3, 128)
+    torch.testing.assert_close(model(frames), model(changed_audio))
+
+
 CIRCULANT = functools.partial(CirculantLinear, diag="learned")
 SWITCHES = ("fc_compact", "expansion_compact", "cluster_compact", "gating_compact")
 

@@ -104,6 +104,8 @@ class NeXtVLADModel(nn.Module):
     Args:
         modality_sizes: ``{"video": F[, "audio": F_audio]}``, split from the frames in that order; audio
             uses half the clusters and half the groups.
+        input_size: the frames' last dimension (default: the modalities' sum); larger when the frames
+            carry a feature the model drops (``--no_audio``: 1152 features, the first 1024 read).
         classifier: the video-level classifier, ``[batch, hidden_size] -> [batch, num_classes]`` with
             ``regularization_loss()`` and ``components()``.
         cluster_size, hidden_size, groups, expansion, gating_reduction, drop_rate: their
@@ -118,9 +120,10 @@ class NeXtVLADModel(nn.Module):
                  hidden_size: int = 1024, groups: int = 8, expansion: int = 2, gating_reduction: int = 8,
                  drop_rate: float = 0.5, *, fc_compact: Optional[LinearFactory] = None,
                  expansion_compact: Optional[LinearFactory] = None, cluster_compact: Optional[LinearFactory] = None,
-                 gating_compact: Optional[LinearFactory] = None, batch_norm_decay: float = SLIM_DECAY) -> None:
+                 gating_compact: Optional[LinearFactory] = None, batch_norm_decay: float = SLIM_DECAY,
+                 input_size: Optional[int] = None) -> None:
         super().__init__()
-        self.input_size = sum(modality_sizes.values())
+        self.input_size = input_size or sum(modality_sizes.values())
         self.modality_sizes = dict(modality_sizes)
         self.aggregations = nn.ModuleDict({
             modality: NeXtVLAD(size, cluster_size // divisor, groups // divisor, expansion,
@@ -184,4 +187,5 @@ def create_nextvlad_model(args: ModelArgs) -> NeXtVLADModel:
         args.gating_reduction, args.drop_rate, fc_compact=compact_layer(args, args.fc_nextvlad_circulant),
         expansion_compact=compact_layer(args, args.nextvlad_expansion_circulant),
         cluster_compact=compact_layer(args, args.nextvlad_cluster_circulant),
-        gating_compact=compact_layer(args, args.gating_circulant), batch_norm_decay=args.batch_norm_decay)
+        gating_compact=compact_layer(args, args.gating_circulant), batch_norm_decay=args.batch_norm_decay,
+        input_size=sum(args.feature_sizes))
