@@ -90,11 +90,11 @@ def _is_earlier_run(train_dir: str) -> bool:
     try:
         with open(os.path.join(train_dir, CONFIG_FILE)) as f:
             saved = json.load(f)
-        Config.from_json_file(os.path.join(train_dir, CONFIG_FILE))
-    except (CompactVidError, OSError, ValueError, TypeError):
+        Config.from_dict(saved)  # refuses keys that are no flag of ours
+    except (CompactVidError, OSError, ValueError, TypeError, AttributeError):
         return False
     # Every compactvid config.json records every flag; these have been there since the first version.
-    return isinstance(saved, dict) and {"train_dir", "model", "video_level_classifier_model"} <= saved.keys()
+    return {"train_dir", "model", "video_level_classifier_model"} <= saved.keys()
 
 
 def read_marker(train_dir: str) -> Optional[dict[str, Any]]:
