@@ -89,7 +89,6 @@ class _Run:
         self.loss_fn = create_loss(c.label_loss)
 
     def train_step(self) -> None:
-        import torch
 
         from compactvid.train import clip_gradient_norms, learning_rate
 

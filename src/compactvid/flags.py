@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import difflib
 import logging
-import sys
 import typing
 from typing import Sequence
 

@@ -28,7 +28,7 @@ and the SE gating (``--gating_circulant``).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
