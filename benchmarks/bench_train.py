@@ -89,7 +89,6 @@ class _Run:
         self.loss_fn = create_loss(c.label_loss)
 
     def train_step(self) -> None:
-
         from compactvid.train import clip_gradient_norms, learning_rate
 
         c, model = self.config, self.model
