@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from compactvid.errors import CompactVidError, ConfigError
 from compactvid.plotting import Curve, plot_panels, read_metrics, validation_curve
+from compactvid.run_dir import PARAMS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs
     for run in experiment.runs:
         train_dir = os.path.join(output_dir, run.name)
         records = read_metrics(train_dir)
-        with open(os.path.join(train_dir, "params.json")) as f:
+        with open(os.path.join(train_dir, PARAMS_FILE)) as f:
             params = json.load(f)
         validations = [r for r in records if "val_gap" in r]
         if not validations:
