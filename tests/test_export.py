@@ -84,6 +84,32 @@ def test_every_registry_model_exports_in_both_formats(name, compact, tmp_path):
         np.testing.assert_allclose(artifact.predict(frames[:1]), expected[:1], atol=1e-4, rtol=0)
 
 
+def test_float16_onnx_file_is_its_weights_in_float16_and_the_graph(tmp_path):
+    """No float32 copies of float16 weights (folded casts), no stored DFT, twiddle or index constants of
+    the circulant layers, no per-node tracing metadata: the file is 2 bytes per weight plus the graph."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    # A circulant projection and FC (DBoF), circulant mixtures of experts, batch norms with biases.
+    args = tiny_args("CirculantDiagonalNetwork", n_bagging=1, add_netvlad=False, add_fisher_vector=False,
+                     add_moments=False, **COMPACT)
+    model = trained_like(create_model(args))
+    path = str(tmp_path / "model.onnx")
+    size = export_model(model, path, input_shape(args), dtype="float16")
+    weights = sum(t.numel() for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+    graph = onnx.load(path).graph
+    tensors = [*graph.initializer, *(a.t for node in graph.node if node.op_type == "Constant"
+                                     for a in node.attribute if a.name == "value")]
+    stored = [(t.data_type, int(np.prod(t.dims))) for t in tensors]
+    floating = [(dtype, n) for dtype, n in stored if tensor_dtype_to_np_dtype(dtype).kind == "f" and n > 1]
+    assert {dtype for dtype, _ in floating} == {onnx.TensorProto.FLOAT16}
+    assert sum(n for _, n in floating) <= weights  # equal but for identical tensors stored once
+    assert max(n for _, n in stored if (_, n) not in floating) <= 64  # shapes; scalars (2 pi / n, eps)
+    # A node (op type, names, attributes, shape of its output) takes about 160 bytes here; its tracing
+    # metadata, 1.3 kB more.
+    assert size <= 2 * weights + 200 * len(graph.node)
+
+
 def test_artifact_refuses_frames_of_another_shape(tmp_path):
     args = tiny_args("LogisticModel")
     path = str(tmp_path / "logistic.onnx")

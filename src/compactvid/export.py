@@ -25,6 +25,7 @@ import copy
 import itertools
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -50,6 +51,7 @@ INPUT_NAME = "frames"
 OUTPUT_NAME = "probabilities"
 METADATA_KEY = "compactvid"
 _PT2_METADATA = "compactvid.json"
+_FOLD_MAX_VALUES = 64  # integer tensors folded into the ONNX file: shapes, small indices
 
 
 class _StoredAs(nn.Module):
@@ -139,11 +141,41 @@ def _dynamic_batch() -> tuple[dict[int, Any]]:
 
 def _write_onnx(model: nn.Module, example: Tensor, path: str, quantize: str | None, info: str) -> None:
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_batch(), verbose=False)
+                                output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_batch(), verbose=False,
+                                optimize=False)
+    _optimize_onnx(program.model)
     program.model.metadata_props[METADATA_KEY] = info
     program.save(path)
     if quantize == "int8":
         _quantize_onnx(model, path)
+
+
+def _optimize_onnx(model: Any) -> None:
+    """The exporter's own graph optimization (onnxscript's, on the ``onnx_ir.Model`` ``model``, in place),
+    minus what costs bytes in the file and nothing at run time.
+
+    - Only shapes and other small integer tensors (at most ``_FOLD_MAX_VALUES``) are folded into stored
+      constants. By default the exporter also stores the float32 result of casting a float16 weight (it
+      folds tensors of up to 8192 values: biases, batch-norm statistics, circulant vectors) and the
+      DFT, twiddle and index matrices of the circulant layers, which the graph computes from ``Range``,
+      ``Cos`` and ``Sin``. ONNX Runtime folds the same nodes when it loads the file, so the session runs
+      the same constants.
+    - The tracing metadata of every node (the Python stack trace, module path and FX node: about 1.3 kB
+      per node, and paths of the exporting machine) is dropped.
+    """
+    from onnxscript.optimizer import optimize_ir
+
+    def should_fold(node: Any) -> bool | None:
+        for value in node.outputs:
+            if value.dtype is None or value.dtype.is_floating_point() or value.shape is None:
+                return False
+            if not value.shape.is_static() or math.prod(value.shape.numpy()) > _FOLD_MAX_VALUES:
+                return False
+        return None  # onnxscript's default rules
+
+    optimize_ir(model, should_fold=should_fold)
+    for node in model.graph.all_nodes():
+        node.metadata_props.clear()
 
 
 def _quantize_onnx(model: nn.Module, path: str) -> None:

@@ -42,10 +42,10 @@ def _split(n: int) -> int:
 
 def _phases(rows: int, cols: int, n: int, inverse: bool, like: Tensor) -> tuple[Tensor, Tensor]:
     """``cos`` and ``sin`` of ``±2 pi j k / n`` for j < rows, k < cols (+ when inverse), as ``like``'s dtype."""
-    angle = (2 * math.pi / n) * torch.outer(torch.arange(rows, dtype=torch.float64),
-                                            torch.arange(cols, dtype=torch.float64))
-    sin = torch.sin(angle) if inverse else -torch.sin(angle)
-    return torch.cos(angle).to(like.dtype), sin.to(like.dtype)
+    # j k reduced mod n in integers first: the angle is then below 2 pi, exact to like's precision.
+    turns = torch.outer(torch.arange(rows), torch.arange(cols)) % n
+    angle = turns.to(like.dtype) * (2 * math.pi / n)
+    return torch.cos(angle), torch.sin(angle) if inverse else -torch.sin(angle)
 
 
 def _dft(real: Tensor, imag: Tensor | None, inverse: bool, outputs: int,

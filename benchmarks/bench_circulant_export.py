@@ -1,0 +1,101 @@
+"""Benchmark: one circulant layer exported to ONNX, against the same layer in eager PyTorch and against
+the dense layer of its shape in ONNX Runtime, in the same run.
+
+For each shape of the seed's compact layers (rows = frames or videos through the layer at batch 1,
+in -> out, a learned diagonal as ``compact_layer`` builds them): the median ms per call over
+interleaved rounds (each round times every runtime once, so the machine's load falls on all alike) of
+the circulant layer in eager PyTorch (``torch.inference_mode``), its ONNX file in ONNX Runtime, and the
+ONNX file of ``nn.Linear(in, out)`` in ONNX Runtime. Files are float32, written by `export_model`.
+
+    python benchmarks/bench_circulant_export.py --threads 1 --output bench_circulant_export.json
+
+Prints a Markdown table and writes JSON (with the load average before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+from compactvid.export import export_model, load_artifact
+from compactvid.layers import CirculantLinear
+
+# name: (rows at batch 1, in_features, out_features)
+SHAPES = {
+    "dbof-projection": (150, 1024, 8192),  # --dbof_circulant: every sampled frame, 10 bags x 15 frames
+    "dbof-fc": (1, 8192, 512),  # --fc_dbof_circulant
+    "netvlad-fc": (1, 65536, 512),  # --fc_netvlad_circulant, video: 64 clusters x 1024
+}
+
+
+def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Median ms per call of each runner over interleaved rounds (after one warm-up call each)."""
+    for run in runners.values():
+        run(x)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(x)
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_shape(name: str, directory: str, rounds: int, threads: int) -> dict:
+    rows, n, out = SHAPES[name]
+    torch.manual_seed(0)
+    layers = {"circulant": CirculantLinear(n, out, bias=False).eval(), "dense": nn.Linear(n, out, bias=False).eval()}
+    sessions = {}
+    for kind, layer in layers.items():
+        path = os.path.join(directory, f"{name}-{kind}.onnx")
+        export_model(layer, path, (rows, n))
+        sessions[kind] = load_artifact(path, threads=threads).predict
+
+    def eager(x: torch.Tensor) -> None:
+        with torch.inference_mode():
+            layers["circulant"](x)
+
+    x = torch.randn(1, rows, n)
+    with torch.inference_mode():
+        error = float((torch.from_numpy(sessions["circulant"](x)) - layers["circulant"](x)).abs().max())
+    ms = time_rounds({"eager": eager, "onnxruntime": sessions["circulant"], "dense onnxruntime": sessions["dense"]},
+                     x, rounds)
+    for path in os.listdir(directory):
+        os.remove(os.path.join(directory, path))
+    print(f"  {name}: {ms}, max |onnx - eager| {error:.1e}", flush=True)
+    return {"shape": name, "rows": rows, "in": n, "out": out, "ms": ms, "max_abs_error": error}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated names of SHAPES")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
+    parser.add_argument("--output", default="bench_circulant_export.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as directory:
+        results = [bench_shape(name, directory, args.rounds, args.threads) for name in args.shapes.split(",")]
+    report = {"results": results, "threads": args.threads, "load_average_before": load_before,
+              "load_average_after": os.getloadavg(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    with open(args.output, "w") as f:
+        json.dump(report, f, indent=2)
+    print("| layer | rows, in -> out | eager ms | ONNX Runtime ms | dense ONNX Runtime ms |\n|---|---|---:|---:|---:|")
+    for r in results:
+        ms = r["ms"]
+        print(f"| {r['shape']} | {r['rows']}, {r['in']} -> {r['out']} | {ms['eager']:.2f} | {ms['onnxruntime']:.2f} "
+              f"| {ms['dense onnxruntime']:.2f} |")
+    print(f"load average before {load_before}, after {report['load_average_after']}")
+
+
+if __name__ == "__main__":
+    main()
