@@ -23,7 +23,7 @@ PARTS = [
     ("models", ("models",)),
     ("data", ("data",)),
     ("metrics", ("metrics",)),
-    ("experiments", ("experiments", "segment_experiment", "plotting")),
+    ("experiments", ("experiments", "segment_experiment", "frontier", "plotting")),
     ("errors", ("errors",)),
     ("package", ("__init__",)),
 ]

@@ -186,9 +186,6 @@ def run_experiment(name: str, profile: str, output_dir: str, data_dir: str | Non
     Each run trains in `output_dir`/<run name> (a normal --train_dir). Returns the results dict also
     written to `output_dir`/results.json, beside results.md and the figure `<name>.png`.
     """
-    from compactvid.flags import parse_config
-    from compactvid.train import train
-
     experiment = EXPERIMENTS[name]
     if data_dir is None:
         data_dir = os.path.join(output_dir, "data")
@@ -209,16 +206,25 @@ def run_experiment(name: str, profile: str, output_dir: str, data_dir: str | Non
     argvs = {}
     for run in experiment.runs:
         argv = argvs[run.name] = run_argv(run, profile, data, os.path.join(output_dir, run.name), extra=extra)
-        log.info("run %s: compactvid train %s", run.name, " ".join(argv))
-        config, _ = parse_config(argv)
-        status = train(config)
-        if status != 0:
-            raise CompactVidError(f"run {run.name} of {name} stopped (exit status {status}); see "
-                                  f"{config.train_dir}; rerun the same command to resume it")
+        train_run(argv, f"run {run.name} of {name}")
     results = collect_results(experiment, profile, output_dir, argvs, EVAL_PATTERN.format(data=data))
     results["changed_flags"] = changed
     write_results(results, experiment, output_dir)
     return results
+
+
+def train_run(argv: list[str], what: str) -> None:
+    """`compactvid train` with `argv` (resuming, or doing nothing when finished); CompactVidError naming
+    `what` and its train_dir when the run stops."""
+    from compactvid.flags import parse_config
+    from compactvid.train import train
+
+    log.info("%s: compactvid train %s", what, " ".join(argv))
+    config, _ = parse_config(argv)
+    status = train(config)
+    if status != 0:
+        raise CompactVidError(f"{what} stopped (exit status {status}); see {config.train_dir}; rerun the same "
+                              f"command to resume it")
 
 
 def inference_ms_per_video(train_dir: str, data_pattern: str, videos: int = 40) -> float:

@@ -86,3 +86,69 @@ def plot_runs(train_dirs: Sequence[str], output: str, title: str = "Validation G
                             f"--eval_data_pattern")
         curves.append(Curve(f"{describe(config)} ({os.path.basename(os.path.normpath(train_dir))})", points))
     plot_panels([(title, curves)], output)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One run on the frontier figure: its name, family (colour), structure (marker: ``dense``,
+    ``circulant``, ``fully-compact``, ``lowrank``, ``monarch``), budget (a label such as ``4x``, or ""),
+    artifact bytes and GAP."""
+
+    name: str
+    family: str
+    structure: str
+    budget: str
+    bytes: int
+    gap: float
+
+
+def pareto_front(points: Sequence[FrontierPoint]) -> list[FrontierPoint]:
+    """The points no other point beats, by bytes ascending: each is better than every smaller point (a
+    point of equal bytes and GAP to a front point is on the front too)."""
+    front: list[FrontierPoint] = []
+    for point in sorted(points, key=lambda p: (p.bytes, -p.gap)):
+        if not front or point.gap > front[-1].gap or (point.gap == front[-1].gap and point.bytes == front[-1].bytes):
+            front.append(point)
+    return front
+
+
+# Marker per structure.
+_MARKERS = {"dense": "o", "circulant": "s", "fully-compact": "P", "lowrank": "^", "monarch": "D"}
+
+
+def plot_frontier(points: Sequence[FrontierPoint], colors: dict[str, str], output: str) -> None:
+    """Validation GAP against bytes (log scale), one colour per family and one marker per structure, the
+    Pareto front drawn as a step line through its points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(8.4, 5.2))
+    for point in points:
+        ax.scatter(point.bytes, point.gap, color=colors[point.family], marker=_MARKERS[point.structure], s=46,
+                   edgecolors="black", linewidths=0.4, zorder=3)
+        if point.budget:
+            ax.annotate(point.budget, (point.bytes, point.gap), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7, color=colors[point.family])
+    front = pareto_front(points)
+    ax.step([p.bytes for p in front], [p.gap for p in front], where="post", color="black", linewidth=1.0,
+            linestyle="--", zorder=2, label="Pareto front")
+    ax.scatter([p.bytes for p in front], [p.gap for p in front], s=150, facecolors="none", edgecolors="black",
+               linewidths=1.0, zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("Bytes of the float16 ONNX artifact (log scale)")
+    ax.set_ylabel("Best validation GAP")
+    ax.set_title("Validation GAP against bytes", fontweight="bold")
+    ax.grid(which="both", linestyle="--", alpha=0.4)
+    handles = [Line2D([], [], color=color, marker="o", linestyle="", label=family) for family, color in colors.items()
+               if any(p.family == family for p in points)]
+    handles += [Line2D([], [], color="gray", marker=marker, linestyle="", label=structure)
+                for structure, marker in _MARKERS.items()]
+    handles.append(Line2D([], [], color="black", linestyle="--", label="Pareto front"))
+    ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    fig.savefig(output, dpi=150)
+    plt.close(fig)

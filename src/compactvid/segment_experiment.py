@@ -19,7 +19,7 @@ import statistics
 
 from compactvid.errors import CompactVidError
 from compactvid.experiments import (EVAL_PATTERN, EXPERIMENTS, SMALL_PROFILE, SYNTHETIC_DATA, ensure_synthetic_data,
-                                    existing_training_files, run_argv)
+                                    existing_training_files, run_argv, train_run)
 from compactvid.plotting import Curve, plot_panels, read_metrics, validation_curve
 from compactvid.run_dir import CONFIG_FILE, PARAMS_FILE
 
@@ -36,18 +36,6 @@ SEGMENT_EVAL = "{data}validate*[13579].tfrecord"
 # so the segment mAP is measured once before and once after.
 FINE_TUNING = {"segment_labels": "True", "data_augmentation": "False", "num_epochs": "4",
                "base_learning_rate": "0.0005", "eval_data_pattern": ""}
-
-
-def _train(argv: list[str]) -> None:
-    from compactvid.flags import parse_config
-    from compactvid.train import train
-
-    log.info("compactvid train %s", " ".join(argv))
-    config, _ = parse_config(argv)
-    status = train(config)
-    if status != 0:
-        raise CompactVidError(f"{config.train_dir}: training stopped (exit status {status}); rerun the same "
-                              f"command to resume it")
 
 
 def run_segment_experiment(profile: str, output_dir: str, data_dir: str | None = None,
@@ -68,12 +56,12 @@ def run_segment_experiment(profile: str, output_dir: str, data_dir: str | None =
     runs = []
     for run in RUNS:
         video_dir, segment_dir = os.path.join(output_dir, run.name), os.path.join(output_dir, f"{run.name}-segments")
-        _train(run_argv(run, profile, data, video_dir, extra=extra))
+        train_run(run_argv(run, profile, data, video_dir, extra=extra), f"run {run.name} of {NAME}")
         before = evaluate_segments_checkpoint(video_dir, segment_eval)
         fine_tuning = {**extra, **FINE_TUNING, "train_data_pattern": SEGMENT_TRAIN.format(data=data),
                        "init_from": video_dir, **(overrides or {})}
         argv = run_argv(run, profile, data, segment_dir, extra=fine_tuning)
-        _train(argv)
+        train_run(argv, f"run {run.name}-segments of {NAME}")
         after = evaluate_segments_checkpoint(segment_dir, segment_eval)
         runs.append(_run_results(run, video_dir, segment_dir, before, after, argv))
     changed = {**(SMALL_PROFILE if profile == "small" else {}), **extra, **FINE_TUNING}
