@@ -17,7 +17,7 @@ from seed_commands import seed_params
 TINY = {"num_epochs": "2", "dbof_cluster_size": "32", "fc_hidden_size": "16", "iterations": "5",
         "n_bagging": "1", "batch_size": "8", "moe_num_mixtures": "2", "eval_every_steps": "2",
         "log_every_steps": "2"}
-RUN_FIELDS = {"name", "flags", "parameters", "bytes", "float16_export_bytes", "compression", "best_val_gap", "final_val_gap", "val_map",
+RUN_FIELDS = {"name", "flags", "parameters", "bytes", "float16_bytes", "float16_export_bytes", "compression", "best_val_gap", "final_val_gap", "val_map",
               "val_hit_at_1", "val_perr", "train_videos_per_sec", "inference_ms_per_video", "curve"}
 
 

@@ -68,32 +68,35 @@ def test_families_flag_is_refused_outside_the_frontier(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# Two of the three families, to keep the suite's time: NetVLAD's runs differ from DBoF's only by the flags
+# the unit tests above check. Resuming is run_experiment's (tests/test_experiments.py).
+FAMILIES = ("DBoF", "NeXtVLAD")
+
+
 @pytest.mark.slow
 def test_frontier_experiment_at_a_tiny_size(tmp_path):
     data = tmp_path / "data"
     write_dataset(str(data), 90, 6, seed=3, num_shards=2, progress=False)
     out = tmp_path / "frontier"
-    results = run_frontier("small", str(out), data_dir=str(data), num_classes=6, overrides=TINY)
+    results = run_frontier("small", str(out), data_dir=str(data), num_classes=6, families=FAMILIES, overrides=TINY)
     saved = json.loads((out / "results.json").read_text())
-    assert saved == results and len(saved["runs"]) == 27
+    assert saved == results and len(saved["runs"]) == 18
     for run in saved["runs"]:
         assert 0 < run["best_val_gap"] <= 1 and run["inference_ms_per_video"] > 0 and run["train_videos_per_sec"] > 0
-        assert run["float16_export_bytes"] > run["bytes"] / 2  # float16 weights, plus the graph
+        assert run["float16_bytes"] * 2 == run["bytes"] == run["parameters"] * 4 and "float16_export_bytes" not in run
         assert f"--train_dir={out / run['name']}" in run["flags"]
     by_name = {r["name"]: r for r in saved["runs"]}
-    for family in ("dbof", "netvlad", "nextvlad"):
+    for family in ("dbof", "nextvlad"):
         dense, fully = by_name[f"{family}-dense"], by_name[f"{family}-fully-compact"]
         assert fully["parameters"] < by_name[f"{family}-circulant"]["parameters"] < dense["parameters"]
         assert by_name[f"{family}-lowrank-1x"]["parameters"] < by_name[f"{family}-lowrank-16x"]["parameters"]
         assert "--compact_layer=monarch" in by_name[f"{family}-monarch-4x"]["flags"]
     front = [r for r in saved["runs"] if r["pareto"]]
-    smallest = min(saved["runs"], key=lambda r: (r["float16_export_bytes"], -r["best_val_gap"]))
-    best = max(saved["runs"], key=lambda r: (r["best_val_gap"], -r["float16_export_bytes"]))
+    smallest = min(saved["runs"], key=lambda r: (r["float16_bytes"], -r["best_val_gap"]))
+    best = max(saved["runs"], key=lambda r: (r["best_val_gap"], -r["float16_bytes"]))
     assert smallest in front and best in front
-    assert all(not (o["float16_export_bytes"] <= r["float16_export_bytes"] and o["best_val_gap"] > r["best_val_gap"])
+    assert all(not (o["float16_bytes"] <= r["float16_bytes"] and o["best_val_gap"] > r["best_val_gap"])
                for r in front for o in saved["runs"])
     table = (out / "results.md").read_text()
     assert table.count("| yes |") == len(front) and "NeXtVLAD | monarch-16x" in table
     assert (out / "frontier.png").stat().st_size > 10_000
-    again = run_frontier("small", str(out), data_dir=str(data), num_classes=6, overrides=TINY)
-    assert [r["parameters"] for r in again["runs"]] == [r["parameters"] for r in saved["runs"]]

@@ -264,8 +264,9 @@ def float16_export_bytes(train_dir: str) -> int:
 
 
 def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs: dict[str, list[str]],
-                    eval_pattern: str) -> dict:
-    """The results.json dict of an experiment whose runs are trained in `output_dir`/<run name>."""
+                    eval_pattern: str, artifact_bytes: bool = True) -> dict:
+    """The results.json dict of an experiment whose runs are trained in `output_dir`/<run name>;
+    `artifact_bytes`: with each run's float16 ONNX export's bytes (an export per run: seconds to minutes)."""
     runs = []
     for run in experiment.runs:
         train_dir = os.path.join(output_dir, run.name)
@@ -281,7 +282,8 @@ def collect_results(experiment: Experiment, profile: str, output_dir: str, argvs
         runs.append({
             "name": run.name, "label": run.label, "flags": " ".join(argvs[run.name]),
             "parameters": params["total"], "bytes": params["bytes"]["float32"],
-            "float16_export_bytes": float16_export_bytes(train_dir),
+            "float16_bytes": params["bytes"]["float16"],
+            **({"float16_export_bytes": float16_export_bytes(train_dir)} if artifact_bytes else {}),
             "compression": params["dense_total"] / params["total"],
             "best_val_gap": max(r["val_gap"] for r in validations), "final_val_gap": last["val_gap"],
             "val_map": last["val_map"], "val_hit_at_1": last["val_hit_at_1"], "val_perr": last["val_perr"],

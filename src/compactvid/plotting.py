@@ -92,7 +92,7 @@ def plot_runs(train_dirs: Sequence[str], output: str, title: str = "Validation G
 class FrontierPoint:
     """One run on the frontier figure: its name, family (colour), structure (marker: ``dense``,
     ``circulant``, ``fully-compact``, ``lowrank``, ``monarch``), budget (a label such as ``4x``, or ""),
-    artifact bytes and GAP."""
+    bytes and GAP."""
 
     name: str
     family: str
@@ -138,7 +138,7 @@ def plot_frontier(points: Sequence[FrontierPoint], colors: dict[str, str], outpu
     ax.scatter([p.bytes for p in front], [p.gap for p in front], s=150, facecolors="none", edgecolors="black",
                linewidths=1.0, zorder=4)
     ax.set_xscale("log")
-    ax.set_xlabel("Bytes of the float16 ONNX artifact (log scale)")
+    ax.set_xlabel("Bytes of the weights in float16 (log scale)")
     ax.set_ylabel("Best validation GAP")
     ax.set_title("Validation GAP against bytes", fontweight="bold")
     ax.grid(which="both", linestyle="--", alpha=0.4)
