@@ -13,11 +13,12 @@ import torch
 from compactvid.config import Config, fields_in_group
 from compactvid.errors import ConfigError
 from compactvid.layers.circulant import CirculantLinear
-from compactvid.models.aggregation import DBoF, NetFV, NetVLAD
+from compactvid.models.aggregation import DBoF, Moments, NetFV, NetVLAD
 from compactvid.models.args import EMBEDDINGS, ModelArgs
 from compactvid.models.classifiers import LogisticModel, MoeModel
 from compactvid.models.flag_effects import ineffective_flags
 from compactvid.models.network import CirculantDiagonalNetwork
+from compactvid.models.nextvlad import NeXtVLAD
 from compactvid.models.registry import MODELS, create_model
 from compactvid.models.report import parameter_report
 
@@ -164,6 +165,32 @@ def test_bags_are_averaged_so_their_order_does_not_matter():
     torch.testing.assert_close(model(frames), model(frames[:, [2, 0, 1]]))
     # A 3-d input is one bag.
     torch.testing.assert_close(model(frames[:, 0]), model(frames[:, :1]))
+
+
+@pytest.mark.parametrize("name,switch", [("CirulantDiagonalNetwork", "dense"),
+                                         ("CirulantDiagonalNetwork", "k_factor_2"), ("NeXtVLADModel", "dense")])
+def test_eval_mode_embeds_every_bag_in_one_call_as_training_does_bag_by_bag(name, switch):
+    """With running statistics the per-bag path (training) and the one-call path (eval: one product per
+    layer, one copy of each aggregation in an exported graph) compute the same probabilities."""
+    flags = dict(nextvlad_cluster_size=4, nextvlad_hidden_size=8, groups=2, gating_reduction=2,
+                 n_bagging=4) if name == "NeXtVLADModel" else dict(ALL_EMBEDDINGS, n_bagging=4)
+    args = small_args(model=name, **flags, **SWITCHES[switch], input_add_batch_norm=True)
+    torch.manual_seed(0)
+    model = create_model(args)
+    model(frames_for(args, seed=1))  # batch-norm statistics away from their initial values
+    model.eval()
+    frames = frames_for(args, batch=5)
+    aggregations = [m for m in model.modules() if isinstance(m, (DBoF, NetVLAD, NetFV, Moments, NeXtVLAD))]
+    calls = []
+    for aggregation in aggregations:
+        aggregation.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    expected = model(frames)
+    assert calls == [5 * 4] * len(aggregations)
+    calls.clear()
+    for aggregation in aggregations:
+        aggregation.training = True  # the per-bag path; the modules inside keep their running statistics
+    torch.testing.assert_close(model(frames), expected)
+    assert calls == [5] * 4 * len(aggregations)
 
 
 def test_batch_norm_train_and_eval_modes():

@@ -34,7 +34,7 @@ from compactvid.models.classifiers import CLASSIFIERS, create_classifier
 from compactvid.models.compact import compact_layer
 from compactvid.models.report import Component
 
-__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding", "as_bags"]
+__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding", "as_bags", "average_over_bags"]
 
 
 def as_bags(frames: Tensor, input_size: int) -> Tensor:
@@ -45,6 +45,21 @@ def as_bags(frames: Tensor, input_size: int) -> Tensor:
     if frames.dim() != 4 or frames.shape[-1] != input_size:
         raise ValueError(f"expected frames [batch, n_bagging, iterations, {input_size}], got {tuple(frames.shape)}")
     return frames
+
+
+def average_over_bags(aggregation: nn.Module, bags: Tensor) -> Tensor:
+    """``aggregation`` (``[videos, frames, dim] -> [videos, size]``) applied to every bag of ``bags``
+    ``[batch, n_bags, frames, dim]``, the results averaged: ``[batch, size]``.
+
+    In training each bag goes through alone, so that the batch norms inside take their statistics per bag,
+    as the original normalizes each sample separately. In eval mode every batch norm is elementwise
+    (running statistics), so the bags go through as one batch of ``batch * n_bags`` videos: one product
+    per layer instead of one per bag, and an exported graph without a copy of the aggregation per bag.
+    """
+    if aggregation.training:
+        outputs = [aggregation(bags[:, i]) for i in range(bags.shape[1])]
+        return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(dim=0)
+    return aggregation(bags.flatten(0, 1)).unflatten(0, bags.shape[:2]).mean(dim=1)
 
 
 class BaggedEmbedding(nn.Module):
@@ -73,9 +88,9 @@ class BaggedEmbedding(nn.Module):
             nn.init.normal_(self.fc.bias, 0.0, 0.01)
         self.norm = batch_norm(hidden_size, batch_norm_decay) if add_batch_norm else nn.Identity()
 
-    def forward(self, bags: list[Tensor]) -> Tensor:
-        """``bags``: one ``[batch, frames, dim]`` tensor per bag -> ``[batch, hidden_size]``."""
-        pooled = torch.stack([self.aggregation(bag) for bag in bags]).mean(dim=0)
+    def forward(self, bags: Tensor) -> Tensor:
+        """``bags [batch, n_bags, frames, dim] -> [batch, hidden_size]``."""
+        pooled = average_over_bags(self.aggregation, bags)
         return F.relu6(self.norm(self.fc(pooled)))
 
 
@@ -122,18 +137,22 @@ class CirculantDiagonalNetwork(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, n_bagging, iterations, dim]`` (or ``[batch, iterations, dim]``: one bag)
         -> probabilities ``[batch, num_classes]``."""
-        frames = as_bags(frames, self.input_size)
-        batch, n_bags, iterations, dim = frames.shape
-        # Input batch norm runs per bag, as the original normalizes each sample separately.
-        bags = [self.input_norm(frames[:, i].reshape(-1, dim)).reshape(batch, iterations, dim)
-                for i in range(n_bags)]
+        bags = as_bags(frames, self.input_size)
+        if isinstance(self.input_norm, nn.BatchNorm1d) and self.input_norm.training:
+            # Per bag: its own batch statistics, as the original normalizes each sample separately.
+            bags = torch.stack([self._normalize_input(bags[:, i]) for i in range(bags.shape[1])], dim=1)
+        else:
+            bags = self._normalize_input(bags)
         features = []
         start = 0
         for modality, size in self.modality_sizes.items():
-            modality_bags = [bag[..., start:start + size] for bag in bags]
-            features.extend(embedding(modality_bags) for embedding in self.branches[modality].values())
+            features.extend(embedding(bags[..., start:start + size]) for embedding in self.branches[modality].values())
             start += size
         return self.classifier(torch.cat(features, dim=1))
+
+    def _normalize_input(self, frames: Tensor) -> Tensor:
+        """The input batch norm over every frame of ``frames [..., dim]`` (same shape)."""
+        return self.input_norm(frames.reshape(-1, frames.shape[-1])).reshape(frames.shape)
 
     def regularization_loss(self) -> Tensor:
         """The classifier's L2 penalties (the only ones of the original network)."""

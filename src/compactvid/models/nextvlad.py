@@ -41,7 +41,7 @@ from compactvid.models.aggregation import l2_normalize
 from compactvid.models.args import ModelArgs
 from compactvid.models.classifiers import CLASSIFIERS, create_classifier
 from compactvid.models.compact import compact_layer
-from compactvid.models.network import as_bags
+from compactvid.models.network import as_bags, average_over_bags
 from compactvid.models.report import Component
 
 __all__ = ["NeXtVLAD", "NeXtVLADModel", "create_nextvlad_model"]
@@ -143,9 +143,7 @@ class NeXtVLADModel(nn.Module):
         descriptors = []
         start = 0
         for modality, size in self.modality_sizes.items():
-            aggregation = self.aggregations[modality]
-            bags = [aggregation(frames[:, i, :, start:start + size]) for i in range(frames.shape[1])]
-            descriptors.append(bags[0] if len(bags) == 1 else torch.stack(bags).mean(dim=0))
+            descriptors.append(average_over_bags(self.aggregations[modality], frames[..., start:start + size]))
             start += size
         hidden = self.hidden_norm(self.hidden(self.dropout(torch.cat(descriptors, dim=1))))
         return self.classifier(self.gating(hidden))
