@@ -110,6 +110,29 @@ def test_float16_onnx_file_is_its_weights_in_float16_and_the_graph(tmp_path):
     assert size <= 2 * weights + 200 * len(graph.node)
 
 
+@pytest.mark.slow
+def test_int8_onnx_stores_every_linear_weight_in_int8_and_circulant_vectors_in_float(tmp_path):
+    """Every ``nn.Linear`` product (the exporter's Gemm, and MatMul by a transposed weight) reaches ONNX
+    Runtime's quantizer: its weight is stored in int8, none left in float; circulant vectors stay float."""
+    import onnx
+
+    args = tiny_args("CirulantDiagonalNetwork", n_bagging=1, fc_dbof_circulant=True)
+    model = trained_like(create_model(args))
+    path = str(tmp_path / "int8.onnx")
+    export_model(model, path, input_shape(args), quantize="int8")
+    stored = {t.name: (t.data_type, int(np.prod(t.dims))) for t in onnx.load(path).graph.initializer}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            mine = [value for key, value in stored.items() if key.startswith(f"{name}.weight")]
+            assert (onnx.TensorProto.INT8, module.weight.numel()) in mine, name
+            assert all(size < module.weight.numel() for kind, size in mine if kind == onnx.TensorProto.FLOAT), name
+    assert stored["branches.video.dbof.fc.weight"][0] == onnx.TensorProto.FLOAT  # the circulant FC
+    frames = torch.rand(3, *input_shape(args))
+    with torch.no_grad():
+        difference = np.abs(load_artifact(path).predict(frames) - model(frames).numpy()).max()
+    assert 0 < difference < 0.1
+
+
 def test_artifact_refuses_frames_of_another_shape(tmp_path):
     args = tiny_args("LogisticModel")
     path = str(tmp_path / "logistic.onnx")

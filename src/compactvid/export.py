@@ -179,25 +179,78 @@ def _optimize_onnx(model: Any) -> None:
 
 
 def _quantize_onnx(model: nn.Module, path: str) -> None:
-    """Dynamic int8 for the MatMul/Gemm nodes that multiply by an ``nn.Linear`` weight (the DFT products
-    of circulant layers multiply by constants, not by a parameter, and stay float32)."""
+    """Dynamic int8 for the products by an ``nn.Linear`` weight, rewritten first as ONNX Runtime's
+    quantizer needs them (`_linear_products_as_matmuls`); the DFT products of circulant layers multiply
+    by matrices the graph computes, not by a stored weight, and stay float32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     linear_weights = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)}
-    graph = onnx.load(path, load_external_data=False).graph
-    nodes = [node.name for node in graph.node
-             if node.op_type in ("MatMul", "Gemm") and linear_weights.intersection(node.input)]
+    proto = onnx.load(path)
+    nodes = _linear_products_as_matmuls(proto.graph, linear_weights)
     if not nodes:
         return
-    quantized = path + ".int8"
+    rewritten, quantized = path + ".matmul", path + ".int8"
     try:
-        quantize_dynamic(path, quantized, nodes_to_quantize=nodes, weight_type=QuantType.QInt8,
-                         extra_options={"MatMulConstBOnly": True})
+        onnx.save(proto, rewritten)
+        quantize_dynamic(rewritten, quantized, nodes_to_quantize=nodes, op_types_to_quantize=["MatMul"],
+                         weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
         os.replace(quantized, path)
     finally:
-        if os.path.exists(quantized):
-            os.remove(quantized)
+        for temp in (rewritten, quantized):
+            if os.path.exists(temp):
+                os.remove(temp)
+
+
+def _linear_products_as_matmuls(graph: Any, weights: set[str]) -> list[str]:
+    """Rewrite, in place in ``graph`` (an ``onnx.GraphProto``), each product by one of the stored
+    ``weights`` ``W [out, in]`` as a ``MatMul`` by a stored ``W^T``: the exporter writes ``Gemm(x, W,
+    bias, transB=1)`` (here: ``MatMul`` then ``Add``) or ``MatMul(x, Transpose(W))``, and ONNX Runtime's
+    quantizer takes only a ``MatMul`` whose second input is stored (its own Gemm rewrite renames the
+    nodes it was asked to quantize, and quantized nothing). Returns the names of those MatMul nodes."""
+    from onnx import helper, numpy_helper
+
+    stored = {tensor.name: tensor for tensor in graph.initializer if tensor.name in weights}
+    producers = {output: node for node in graph.node for output in node.output}
+
+    def weight_of(node: Any) -> str | None:
+        """The weight whose transpose ``node`` multiplies by, if it is such a product."""
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Gemm" and node.input[1] in stored:
+            plain = attributes.get("transA", 0) == 0 and attributes.get("alpha", 1.0) == 1.0
+            bias_as_is = len(node.input) < 3 or not node.input[2] or attributes.get("beta", 1.0) == 1.0
+            return node.input[1] if attributes.get("transB", 0) == 1 and plain and bias_as_is else None
+        source = producers.get(node.input[1]) if node.op_type == "MatMul" else None
+        if source is not None and source.op_type == "Transpose" and source.input[0] in stored:
+            return source.input[0]
+        return None
+
+    nodes, matmuls, transposed = [], [], set()
+    for node in graph.node:
+        weight = weight_of(node)
+        if weight is None:
+            nodes.append(node)
+            continue
+        transposed.add(weight)
+        name = f"{weight}.matmul{len(matmuls)}"
+        matmuls.append(name)
+        bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+        product = f"{name}.output" if bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], f"{weight}.T"], [product], name=name))
+        if bias:
+            nodes.append(helper.make_node("Add", [product, bias], [node.output[0]], name=f"{name}.bias"))
+    used = {name for node in nodes for name in node.input} | {output.name for output in graph.output}
+    nodes = [node for node in nodes  # the transposes of the stored weights, now unused
+             if not (node.op_type == "Transpose" and node.input[0] in transposed and node.output[0] not in used)]
+    used = {name for node in nodes for name in node.input}
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [tensor for tensor in graph.initializer if tensor.name not in stored or tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(numpy_helper.to_array(stored[w]).T.copy(), f"{w}.T")
+                              for w in sorted(transposed))
+    return matmuls
 
 
 @contextlib.contextmanager
