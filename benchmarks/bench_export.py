@@ -1,19 +1,23 @@
 """Benchmark: exported artifacts of the seed's configurations, dense against compact.
 
-For each model (experiment 2's DBoF / NetVLAD / NetFV networks, dense and compact, and experiment 3's
-dense and compact-MoE networks, at the seed README's sizes: 3862 classes, frames [batch, 10, 15, 1152]):
-- bytes on disk of the ONNX file in float32, float16 and int8 (dense linear layers) and of the .pt2 file
-  in float32 and float16;
-- latency at batch 1 and batch 80 on the CPU with one thread and with all cores: eager PyTorch, ONNX
-  Runtime (float32 file) and the .pt2 program (float32), measured in interleaved rounds (each round
-  times every runtime once, so the machine's load falls on all alike); the median over rounds.
-Weights are random (speed and bytes do not depend on training); batch-norm statistics are set.
+For each model (experiment 2's DBoF / NetVLAD / NetFV networks, dense and compact; experiment 3's dense
+network and its compact-DBoF and compact-MoE variants; at the seed README's sizes: 3862 classes, frames
+[batch, 10, 15, 1152]), in one run:
+- bytes on disk of every artifact in ARTIFACTS (ONNX and .pt2; float32, float16, int8), each written by
+  `export_model` as `compactvid export` writes it, and the seconds each export took;
+- latency at batch 1 and batch 80 on the CPU with one thread and with all cores, of eager PyTorch and of
+  each artifact of --timed, served as `compactvid inference --model` serves it (ONNX Runtime; the .pt2
+  program loaded with `torch.export.load`), in interleaved rounds: each round times every runtime once,
+  so the machine's load falls on all alike; the median over rounds (one warm-up call each first).
+Weights are random (speed and bytes do not depend on training; the GAP cost of low precision is
+`bench_export_gap.py`'s); batch-norm statistics are set.
 
-    python benchmarks/bench_export.py --output benchmarks/bench_export.json            # every model
-    python benchmarks/bench_export.py --models dbof-dense,dbof-compact --artifacts onnx-float16 \\
-        --batches 1 --rounds 5                                                         # a subset
+    python benchmarks/bench_export.py --output bench_export.json                      # the whole table
+    python benchmarks/bench_export.py --models exp2-dbof-dense,exp2-dbof-compact \\
+        --artifacts onnx-float32,onnx-float16 --timed onnx-float32 --batches 1 --rounds 3   # a subset
 
-Prints a Markdown table and writes JSON (with the load average before and after).
+Prints a Markdown table and writes JSON (after each model, so that a long run can be read midway),
+with the load average before and after.
 """
 
 from __future__ import annotations
@@ -36,19 +40,25 @@ from compactvid.models.registry import create_model
 SEED = dict(num_classes=3862, feature_sizes=(1024, 128), iterations=15, n_bagging=10, moe_num_mixtures=4,
             moe_add_batch_norm=True, dbof_cluster_size=8192, fc_hidden_size=512, fv_cluster_size=64,
             netvlad_cluster_size=64)
+# Each compact model follows the dense model it is judged against (BASELINE).
 MODELS: dict[str, dict] = {
-    "dbof-dense": dict(add_dbof=True),
-    "dbof-compact": dict(add_dbof=True, fc_dbof_circulant=True),
-    "netvlad-dense": dict(add_netvlad=True),
-    "netvlad-compact": dict(add_netvlad=True, fc_netvlad_circulant=True),
-    "netfv-dense": dict(add_fisher_vector=True),
-    "netfv-compact": dict(add_fisher_vector=True, fc_fisher_circulant=True),
+    "exp2-dbof-dense": dict(add_dbof=True),
+    "exp2-dbof-compact": dict(add_dbof=True, fc_dbof_circulant=True),
+    "exp2-netvlad-dense": dict(add_netvlad=True),
+    "exp2-netvlad-compact": dict(add_netvlad=True, fc_netvlad_circulant=True),
+    "exp2-netfv-dense": dict(add_fisher_vector=True),
+    "exp2-netfv-compact": dict(add_fisher_vector=True, fc_fisher_circulant=True),
     "exp3-dense": dict(add_dbof=True, no_audio=True),
+    "exp3-compact-dbof": dict(add_dbof=True, no_audio=True, dbof_circulant=True),
     "exp3-compact-moe": dict(add_dbof=True, no_audio=True, video_level_classifier_model="Circulant_MoeModel"),
 }
+BASELINE = {"exp2-dbof-compact": "exp2-dbof-dense", "exp2-netvlad-compact": "exp2-netvlad-dense",
+            "exp2-netfv-compact": "exp2-netfv-dense", "exp3-compact-dbof": "exp3-dense",
+            "exp3-compact-moe": "exp3-dense"}
 ARTIFACTS = {"onnx-float32": ("onnx", "float32", None), "onnx-float16": ("onnx", "float16", None),
              "onnx-int8": ("onnx", "float32", "int8"), "pt2-float32": ("pt2", "float32", None),
-             "pt2-float16": ("pt2", "float16", None)}
+             "pt2-float16": ("pt2", "float16", None), "pt2-int8": ("pt2", "float32", "int8")}
+TIMED = ("onnx-float32", "onnx-int8", "pt2-float32", "pt2-int8")
 
 
 def build(flags: dict) -> tuple[torch.nn.Module, tuple[int, ...]]:
@@ -75,84 +85,97 @@ def time_rounds(runners: dict, frames: torch.Tensor, rounds: int) -> dict[str, f
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_model(name: str, directory: str, artifacts: list[str], rounds: int, batches: list[int],
-                threads: list[int]) -> dict:
-    """Bytes of each of `artifacts` (ARTIFACTS keys; onnx-float32 is always written, for the timings) and
-    the ms of eager, ONNX Runtime and (with pt2-float32) the .pt2 program."""
-    model, shape = build(MODELS[name])
-    result: dict = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), "bytes": {}}
-    paths = {}
-    for key in dict.fromkeys(["onnx-float32", *artifacts]):
+def write_artifacts(name: str, model: torch.nn.Module, shape: tuple[int, ...], directory: str,
+                    artifacts: list[str]) -> tuple[dict[str, str], dict]:
+    """Each of `artifacts` (ARTIFACTS keys) written to `directory`: (paths, {"bytes", "export_s"})."""
+    paths, sizes, seconds = {}, {}, {}
+    for key in artifacts:
         format, dtype, quantize = ARTIFACTS[key]
         paths[key] = os.path.join(directory, f"{name}-{key}.{format}")
         started = time.perf_counter()
-        result["bytes"][key] = export_model(model, paths[key], shape, format=format, dtype=dtype, quantize=quantize)
-        print(f"  {name}: {key} {result['bytes'][key] / 1e6:.1f} MB ({time.perf_counter() - started:.0f} s "
-              f"to export)", flush=True)
-    onnx_file = load_artifact(paths["onnx-float32"])
+        sizes[key] = export_model(model, paths[key], shape, format=format, dtype=dtype, quantize=quantize)
+        seconds[key] = round(time.perf_counter() - started, 1)
+        print(f"  {name}: {key} {sizes[key] / 1e6:.1f} MB ({seconds[key]:.0f} s to export)", flush=True)
+    return paths, {"bytes": sizes, "export_s": seconds}
+
+
+def bench_model(name: str, directory: str, artifacts: list[str], timed: list[str], rounds: dict[int, int],
+                threads: list[int]) -> dict:
+    """Bytes and export seconds of `artifacts`, and ms per call of eager and of the `timed` artifacts
+    (keys ``b{batch}-t{threads}``, then runtime: ``eager`` or an ARTIFACTS key)."""
+    model, shape = build(MODELS[name])
+    paths, result = write_artifacts(name, model, shape, directory, list(dict.fromkeys([*artifacts, *timed])))
+    result = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), **result, "ms": {}}
 
     def eager(frames: torch.Tensor) -> None:
         with torch.inference_mode():
             model(frames)
 
-    runners = {"eager": eager, "onnxruntime": onnx_file.predict}
-    if "pt2-float32" in paths:
-        runners["pt2"] = load_artifact(paths["pt2-float32"]).predict
-    result["ms"] = {}
+    # A .pt2 program runs on torch's threads; ONNX Runtime's are a session option: sessions per setting.
+    programs = {key: load_artifact(paths[key]).predict for key in timed if key.startswith("pt2")}
     generator = torch.Generator().manual_seed(1)
     for n_threads in threads:
         torch.set_num_threads(n_threads)
-        # ONNX Runtime's thread count is a session option: one session per setting.
-        onnx_file = load_artifact(onnx_file.path, threads=n_threads)
-        runners["onnxruntime"] = onnx_file.predict
-        for batch in batches:
+        sessions = {key: load_artifact(paths[key], threads=n_threads).predict
+                    for key in timed if key.startswith("onnx")}
+        runners = {"eager": eager, **{key: sessions.get(key) or programs[key] for key in timed}}
+        for batch, reps in rounds.items():
             frames = torch.nn.functional.normalize(torch.randn(batch, *shape, generator=generator), dim=-1)
-            reps = rounds if batch == 1 else max(2, rounds // 5)
-            result["ms"][f"b{batch}-t{n_threads}"] = time_rounds(runners, frames, reps)
-            print(f"  {name}: batch {batch}, {n_threads} thread(s): {result['ms'][f'b{batch}-t{n_threads}']}",
-                  flush=True)
-    for path in os.listdir(directory):
-        os.remove(os.path.join(directory, path))
+            key = f"b{batch}-t{n_threads}"
+            result["ms"][key] = time_rounds(runners, frames, reps)
+            print(f"  {name}: batch {batch}, {n_threads} thread(s): "
+                  + ", ".join(f"{k} {ms:.1f}" for k, ms in result["ms"][key].items()) + " ms", flush=True)
+        del sessions, runners
+    for path in paths.values():
+        os.remove(path)
     return result
 
 
-def table(results: list[dict], artifacts: list[str], threads: list[int], batches: list[int]) -> str:
-    """One row per model: MB per artifact, then ms per (threads, batch) as eager / ONNX Runtime [/ .pt2]."""
-    runtimes = " / ".join(results[0]["ms"][f"b{batches[0]}-t{threads[0]}"])
-    lines = ["| model | params | " + " | ".join(f"{key} MB" for key in artifacts) + " | "
-             + " | ".join(f"batch {b}, {t} thread(s): {runtimes} ms" for t in threads for b in batches) + " |",
-             "|---|---:|" + "---:|" * (len(artifacts) + len(threads) * len(batches))]
+def table(results: list[dict], threads: list[int], batches: list[int]) -> str:
+    """Bytes (MB) per artifact, then ms per (batch, threads) as eager / each timed artifact."""
+    artifacts = list(results[0]["bytes"])
+    runtimes = list(results[0]["ms"][f"b{batches[0]}-t{threads[0]}"])
+    lines = ["| model | parameters | " + " | ".join(f"{key} MB" for key in artifacts) + " |",
+             "|---|---:|" + "---:|" * len(artifacts)]
     for r in results:
-        sizes = " | ".join(f"{r['bytes'][key] / 1e6:.1f}" for key in artifacts)
-        times = " | ".join(" / ".join(f"{ms:.1f}" for ms in r["ms"][f"b{b}-t{t}"].values())
-                           for t in threads for b in batches)
-        lines.append(f"| {r['model']} | {r['parameters']:,} | {sizes} | {times} |")
+        lines.append(f"| {r['model']} | {r['parameters'] / 1e6:.1f} M | "
+                     + " | ".join(f"{r['bytes'][key] / 1e6:.1f}" for key in artifacts) + " |")
+    lines += ["", "| model | batch, threads | " + " | ".join(f"{name} ms" for name in runtimes) + " |",
+              "|---|---|" + "---:|" * len(runtimes)]
+    for r in results:
+        for b in batches:
+            for t in threads:
+                ms = r["ms"][f"b{b}-t{t}"]
+                lines.append(f"| {r['model']} | {b}, {t} | " + " | ".join(f"{ms[name]:.1f}" for name in runtimes) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names of MODELS")
-    parser.add_argument("--artifacts", default=",".join(ARTIFACTS), help="comma-separated names of ARTIFACTS")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds at batch 1 (a fifth at batch 80)")
+    parser.add_argument("--artifacts", default=",".join(ARTIFACTS), help="artifacts whose bytes are reported")
+    parser.add_argument("--timed", default=",".join(TIMED), help="artifacts timed beside eager PyTorch")
     parser.add_argument("--batches", default="1,80")
+    parser.add_argument("--rounds", default="5,2", help="interleaved rounds at each of --batches")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}")
     parser.add_argument("--output", default="bench_export.json")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    rounds = dict(zip(batches, (int(r) for r in args.rounds.split(","))))
     threads = [int(t) for t in args.threads.split(",")]
-    artifacts = args.artifacts.split(",")
-    load_before = os.getloadavg()
+    load_before, started = os.getloadavg(), time.time()
     results = []
     with tempfile.TemporaryDirectory() as directory:
         for name in args.models.split(","):
-            results.append(bench_model(name, directory, artifacts, args.rounds, batches, threads))
-            report = {"results": results, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            results.append(bench_model(name, directory, args.artifacts.split(","), args.timed.split(","),
+                                       rounds, threads))
+            report = {"results": results, "baseline": BASELINE, "load_average_before": load_before,
+                      "load_average_after": os.getloadavg(), "minutes": round((time.time() - started) / 60, 1),
                       "cpu_count": os.cpu_count(), "torch": torch.__version__, "command": " ".join(sys.argv)}
-            with open(args.output, "w") as f:  # after each model, so that a long run can be read midway
+            with open(args.output, "w") as f:
                 json.dump(report, f, indent=2)
-    print(table(results, ["onnx-float32", *[a for a in artifacts if a != "onnx-float32"]], threads, batches))
-    print(f"load average before {load_before}, after {report['load_average_after']}")
+    print(table(results, threads, batches))
+    print(f"load average before {load_before}, after {report['load_average_after']}; {report['minutes']} min")
 
 
 if __name__ == "__main__":
