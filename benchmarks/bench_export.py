@@ -18,14 +18,24 @@ Weights are random (speed and bytes do not depend on training; the GAP cost of l
 
 Prints a Markdown table and writes JSON (after each model, so that a long run can be read midway),
 with the load average before and after.
+
+Bytes do not depend on the machine's load, times do, and the exports are most of the run (tens of
+seconds each): with --artifact_dir the artifacts are kept there, and a later run reuses each one that
+the same committed source wrote (the git tree of src/, recorded in DIR/exports.json with its bytes and
+export seconds), so that the timed run can be short:
+
+    python benchmarks/bench_export.py --artifact_dir runs/artifacts --export_only   # any time
+    python benchmarks/bench_export.py --artifact_dir runs/artifacts                 # on a quiet machine
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,27 +95,56 @@ def time_rounds(runners: dict, frames: torch.Tensor, rounds: int) -> dict[str, f
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def source_tree() -> str | None:
+    """The git tree of the committed src/ when it has no uncommitted change (else None: nothing reused)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        if subprocess.run(["git", "-C", root, "status", "--porcelain", "src"], capture_output=True, text=True,
+                          check=True).stdout.strip():
+            return None
+        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD:src"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def write_artifacts(name: str, model: torch.nn.Module, shape: tuple[int, ...], directory: str,
-                    artifacts: list[str]) -> tuple[dict[str, str], dict]:
-    """Each of `artifacts` (ARTIFACTS keys) written to `directory`: (paths, {"bytes", "export_s"})."""
+                    artifacts: list[str], source: str | None) -> tuple[dict[str, str], dict]:
+    """Each of `artifacts` (ARTIFACTS keys) in `directory`, written now unless DIR/exports.json says
+    that `source` wrote the file there: (paths, {"bytes", "export_s"})."""
+    ledger_path = os.path.join(directory, "exports.json")
+    ledger = {}
+    if os.path.exists(ledger_path):
+        with open(ledger_path) as f:
+            ledger = json.load(f)
     paths, sizes, seconds = {}, {}, {}
     for key in artifacts:
         format, dtype, quantize = ARTIFACTS[key]
-        paths[key] = os.path.join(directory, f"{name}-{key}.{format}")
-        started = time.perf_counter()
-        sizes[key] = export_model(model, paths[key], shape, format=format, dtype=dtype, quantize=quantize)
-        seconds[key] = round(time.perf_counter() - started, 1)
+        file = f"{name}-{key}.{format}"
+        paths[key] = os.path.join(directory, file)
+        entry = ledger.get(file)
+        if (source is None or entry is None or entry["source"] != source or not os.path.exists(paths[key])
+                or os.path.getsize(paths[key]) != entry["bytes"]):
+            started = time.perf_counter()
+            size = export_model(model, paths[key], shape, format=format, dtype=dtype, quantize=quantize)
+            entry = ledger[file] = {"bytes": size, "export_s": round(time.perf_counter() - started, 1),
+                                    "source": source, "load_average": os.getloadavg()}
+            with open(ledger_path, "w") as f:
+                json.dump(ledger, f, indent=2)
+        sizes[key], seconds[key] = entry["bytes"], entry["export_s"]
         print(f"  {name}: {key} {sizes[key] / 1e6:.1f} MB ({seconds[key]:.0f} s to export)", flush=True)
     return paths, {"bytes": sizes, "export_s": seconds}
 
 
 def bench_model(name: str, directory: str, artifacts: list[str], timed: list[str], rounds: dict[int, int],
-                threads: list[int]) -> dict:
+                threads: list[int], source: str | None) -> dict:
     """Bytes and export seconds of `artifacts`, and ms per call of eager and of the `timed` artifacts
     (keys ``b{batch}-t{threads}``, then runtime: ``eager`` or an ARTIFACTS key)."""
     model, shape = build(MODELS[name])
-    paths, result = write_artifacts(name, model, shape, directory, list(dict.fromkeys([*artifacts, *timed])))
+    paths, result = write_artifacts(name, model, shape, directory, list(dict.fromkeys([*artifacts, *timed])), source)
     result = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), **result, "ms": {}}
+    if not rounds:
+        return result
 
     def eager(frames: torch.Tensor) -> None:
         with torch.inference_mode():
@@ -126,20 +165,20 @@ def bench_model(name: str, directory: str, artifacts: list[str], timed: list[str
             print(f"  {name}: batch {batch}, {n_threads} thread(s): "
                   + ", ".join(f"{k} {ms:.1f}" for k, ms in result["ms"][key].items()) + " ms", flush=True)
         del sessions, runners
-    for path in paths.values():
-        os.remove(path)
     return result
 
 
 def table(results: list[dict], threads: list[int], batches: list[int]) -> str:
     """Bytes (MB) per artifact, then ms per (batch, threads) as eager / each timed artifact."""
     artifacts = list(results[0]["bytes"])
-    runtimes = list(results[0]["ms"][f"b{batches[0]}-t{threads[0]}"])
     lines = ["| model | parameters | " + " | ".join(f"{key} MB" for key in artifacts) + " |",
              "|---|---:|" + "---:|" * len(artifacts)]
     for r in results:
         lines.append(f"| {r['model']} | {r['parameters'] / 1e6:.1f} M | "
                      + " | ".join(f"{r['bytes'][key] / 1e6:.1f}" for key in artifacts) + " |")
+    if not results[0]["ms"]:
+        return "\n".join(lines)
+    runtimes = list(results[0]["ms"][f"b{batches[0]}-t{threads[0]}"])
     lines += ["", "| model | batch, threads | " + " | ".join(f"{name} ms" for name in runtimes) + " |",
               "|---|---|" + "---:|" * len(runtimes)]
     for r in results:
@@ -158,20 +197,28 @@ def main() -> None:
     parser.add_argument("--batches", default="1,80")
     parser.add_argument("--rounds", default="5,2", help="interleaved rounds at each of --batches")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}")
+    parser.add_argument("--artifact_dir", default=None,
+                        help="keep the artifacts here and reuse those the same source wrote (default: a "
+                             "temporary directory)")
+    parser.add_argument("--export_only", action="store_true", help="write the artifacts and their bytes, time nothing")
     parser.add_argument("--output", default="bench_export.json")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    rounds = dict(zip(batches, (int(r) for r in args.rounds.split(","))))
+    rounds = {} if args.export_only else dict(zip(batches, (int(r) for r in args.rounds.split(","))))
     threads = [int(t) for t in args.threads.split(",")]
+    source = source_tree() if args.artifact_dir else None
     load_before, started = os.getloadavg(), time.time()
     results = []
-    with tempfile.TemporaryDirectory() as directory:
+    with contextlib.ExitStack() as stack:
+        directory = args.artifact_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        os.makedirs(directory, exist_ok=True)
         for name in args.models.split(","):
             results.append(bench_model(name, directory, args.artifacts.split(","), args.timed.split(","),
-                                       rounds, threads))
+                                       rounds, threads, source))
             report = {"results": results, "baseline": BASELINE, "load_average_before": load_before,
                       "load_average_after": os.getloadavg(), "minutes": round((time.time() - started) / 60, 1),
-                      "cpu_count": os.cpu_count(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+                      "source_tree": source, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                      "command": " ".join(sys.argv)}
             with open(args.output, "w") as f:
                 json.dump(report, f, indent=2)
     print(table(results, threads, batches))
