@@ -4,7 +4,8 @@ For each model (experiment 2's DBoF / NetVLAD / NetFV networks, dense and compac
 network and its compact-DBoF and compact-MoE variants; at the seed README's sizes: 3862 classes, frames
 [batch, 10, 15, 1152]), in one run:
 - bytes on disk of every artifact in ARTIFACTS (ONNX and .pt2; float32, float16, int8), each written by
-  `export_model` as `compactvid export` writes it, and the seconds each export took;
+  `export_model` as `compactvid export` writes it, and the seconds each export took (--export_workers
+  processes, one thread each, export at once: one per core by default);
 - latency at batch 1 and batch 80 on the CPU with one thread and with all cores, of eager PyTorch and of
   each artifact of --timed, served as `compactvid inference --model` serves it (ONNX Runtime; the .pt2
   program loaded with `torch.export.load`), in interleaved rounds: each round times every runtime once,
@@ -31,8 +32,11 @@ export seconds), so that the timed run can be short:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import functools
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -72,7 +76,9 @@ TIMED = ("onnx-float32", "onnx-int8", "pt2-float32", "pt2-int8")
 
 
 def build(flags: dict) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The model of `flags` at the SEED sizes, the same weights in every process, in eval mode; its input shape."""
     args = ModelArgs(**SEED, **flags)
+    torch.manual_seed(0)
     model = create_model(args)
     generator = torch.Generator().manual_seed(0)
     for module in model.modules():
@@ -108,43 +114,60 @@ def source_tree() -> str | None:
         return None
 
 
-def write_artifacts(name: str, model: torch.nn.Module, shape: tuple[int, ...], directory: str,
-                    artifacts: list[str], source: str | None) -> tuple[dict[str, str], dict]:
-    """Each of `artifacts` (ARTIFACTS keys) in `directory`, written now unless DIR/exports.json says
-    that `source` wrote the file there: (paths, {"bytes", "export_s"})."""
+@functools.lru_cache(maxsize=1)
+def _built(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    return build(MODELS[name])
+
+
+def _export(name: str, key: str, path: str) -> tuple[int, float]:
+    """Write model `name`'s artifact `key` at `path` (in a worker process): (bytes, seconds)."""
+    torch.set_num_threads(1)
+    model, shape = _built(name)
+    format, dtype, quantize = ARTIFACTS[key]
+    started = time.perf_counter()
+    size = export_model(model, path, shape, format=format, dtype=dtype, quantize=quantize)
+    return size, round(time.perf_counter() - started, 1)
+
+
+def write_artifacts(names: list[str], keys: list[str], directory: str, source: str | None,
+                    workers: int) -> dict[str, dict]:
+    """Each model's artifacts `keys` in `directory`, written now by `workers` processes (one thread
+    each) unless DIR/exports.json says that `source` wrote the file there: {model: {"paths", "bytes",
+    "export_s"}}."""
     ledger_path = os.path.join(directory, "exports.json")
     ledger = {}
     if os.path.exists(ledger_path):
         with open(ledger_path) as f:
             ledger = json.load(f)
-    paths, sizes, seconds = {}, {}, {}
-    for key in artifacts:
-        format, dtype, quantize = ARTIFACTS[key]
-        file = f"{name}-{key}.{format}"
-        paths[key] = os.path.join(directory, file)
-        entry = ledger.get(file)
-        if (source is None or entry is None or entry["source"] != source or not os.path.exists(paths[key])
-                or os.path.getsize(paths[key]) != entry["bytes"]):
-            started = time.perf_counter()
-            size = export_model(model, paths[key], shape, format=format, dtype=dtype, quantize=quantize)
-            entry = ledger[file] = {"bytes": size, "export_s": round(time.perf_counter() - started, 1),
-                                    "source": source, "load_average": os.getloadavg()}
+    files = {(name, key): f"{name}-{key}.{ARTIFACTS[key][0]}" for name in names for key in keys}
+
+    def current(file: str) -> bool:
+        entry, path = ledger.get(file), os.path.join(directory, file)
+        return (source is not None and entry is not None and entry["source"] == source
+                and os.path.exists(path) and os.path.getsize(path) == entry["bytes"])
+
+    missing = [job for job, file in files.items() if not current(file)]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_export, name, key, os.path.join(directory, files[name, key])): (name, key)
+                   for name, key in missing}
+        for future in concurrent.futures.as_completed(futures):
+            name, key = futures[future]
+            size, seconds = future.result()
+            ledger[files[name, key]] = {"bytes": size, "export_s": seconds, "source": source,
+                                        "load_average": os.getloadavg()}
             with open(ledger_path, "w") as f:
                 json.dump(ledger, f, indent=2)
-        sizes[key], seconds[key] = entry["bytes"], entry["export_s"]
-        print(f"  {name}: {key} {sizes[key] / 1e6:.1f} MB ({seconds[key]:.0f} s to export)", flush=True)
-    return paths, {"bytes": sizes, "export_s": seconds}
+            print(f"  {name}: {key} {size / 1e6:.1f} MB ({seconds:.0f} s to export)", flush=True)
+    return {name: {"paths": {key: os.path.join(directory, files[name, key]) for key in keys},
+                   "bytes": {key: ledger[files[name, key]]["bytes"] for key in keys},
+                   "export_s": {key: ledger[files[name, key]]["export_s"] for key in keys}} for name in names}
 
 
-def bench_model(name: str, directory: str, artifacts: list[str], timed: list[str], rounds: dict[int, int],
-                threads: list[int], source: str | None) -> dict:
-    """Bytes and export seconds of `artifacts`, and ms per call of eager and of the `timed` artifacts
-    (keys ``b{batch}-t{threads}``, then runtime: ``eager`` or an ARTIFACTS key)."""
-    model, shape = build(MODELS[name])
-    paths, result = write_artifacts(name, model, shape, directory, list(dict.fromkeys([*artifacts, *timed])), source)
-    result = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), **result, "ms": {}}
-    if not rounds:
-        return result
+def bench_model(name: str, model: torch.nn.Module, shape: tuple[int, ...], paths: dict[str, str],
+                timed: list[str], rounds: dict[int, int], threads: list[int]) -> dict[str, dict[str, float]]:
+    """ms per call of eager `model` and of its `timed` artifacts at `paths`: {``b{batch}-t{threads}``:
+    {runtime: ms}}, runtime ``eager`` or an ARTIFACTS key."""
+    result: dict[str, dict[str, float]] = {}
 
     def eager(frames: torch.Tensor) -> None:
         with torch.inference_mode():
@@ -161,9 +184,9 @@ def bench_model(name: str, directory: str, artifacts: list[str], timed: list[str
         for batch, reps in rounds.items():
             frames = torch.nn.functional.normalize(torch.randn(batch, *shape, generator=generator), dim=-1)
             key = f"b{batch}-t{n_threads}"
-            result["ms"][key] = time_rounds(runners, frames, reps)
+            result[key] = time_rounds(runners, frames, reps)
             print(f"  {name}: batch {batch}, {n_threads} thread(s): "
-                  + ", ".join(f"{k} {ms:.1f}" for k, ms in result["ms"][key].items()) + " ms", flush=True)
+                  + ", ".join(f"{k} {ms:.1f}" for k, ms in result[key].items()) + " ms", flush=True)
         del sessions, runners
     return result
 
@@ -201,24 +224,32 @@ def main() -> None:
                         help="keep the artifacts here and reuse those the same source wrote (default: a "
                              "temporary directory)")
     parser.add_argument("--export_only", action="store_true", help="write the artifacts and their bytes, time nothing")
+    parser.add_argument("--export_workers", type=int, default=os.cpu_count(),
+                        help="processes writing artifacts at once (one thread each)")
     parser.add_argument("--output", default="bench_export.json")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     rounds = {} if args.export_only else dict(zip(batches, (int(r) for r in args.rounds.split(","))))
     threads = [int(t) for t in args.threads.split(",")]
     source = source_tree() if args.artifact_dir else None
+    names, keys = args.models.split(","), list(dict.fromkeys([*args.artifacts.split(","), *args.timed.split(",")]))
     load_before, started = os.getloadavg(), time.time()
     results = []
     with contextlib.ExitStack() as stack:
         directory = args.artifact_dir or stack.enter_context(tempfile.TemporaryDirectory())
         os.makedirs(directory, exist_ok=True)
-        for name in args.models.split(","):
-            results.append(bench_model(name, directory, args.artifacts.split(","), args.timed.split(","),
-                                       rounds, threads, source))
+        artifacts = write_artifacts(names, keys, directory, source, args.export_workers)
+        exported = time.time()
+        for name in names:
+            model, shape = build(MODELS[name])
+            results.append({"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+                            "bytes": artifacts[name]["bytes"], "export_s": artifacts[name]["export_s"],
+                            "ms": bench_model(name, model, shape, artifacts[name]["paths"], args.timed.split(","),
+                                              rounds, threads) if rounds else {}})
             report = {"results": results, "baseline": BASELINE, "load_average_before": load_before,
-                      "load_average_after": os.getloadavg(), "minutes": round((time.time() - started) / 60, 1),
-                      "source_tree": source, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                      "command": " ".join(sys.argv)}
+                      "load_average_after": os.getloadavg(), "export_minutes": round((exported - started) / 60, 1),
+                      "minutes": round((time.time() - started) / 60, 1), "source_tree": source,
+                      "cpu_count": os.cpu_count(), "torch": torch.__version__, "command": " ".join(sys.argv)}
             with open(args.output, "w") as f:
                 json.dump(report, f, indent=2)
     print(table(results, threads, batches))
