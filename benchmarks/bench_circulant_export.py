@@ -1,8 +1,8 @@
 """Benchmark: one circulant layer exported to ONNX, against the same layer in eager PyTorch and against
 the dense layer of its shape in ONNX Runtime, in the same run.
 
-For each shape of the seed's compact layers (rows = frames or videos through the layer at batch 1,
-in -> out, a learned diagonal as ``compact_layer`` builds them): the median ms per call over
+For each shape of the seed's compact layers (rows = frames or videos through the layer in one call at
+batch 1, in -> out, the diagonal the model builds): the median ms per call over
 interleaved rounds (each round times every runtime once, so the machine's load falls on all alike) of
 the circulant layer in eager PyTorch (``torch.inference_mode``), its ONNX file in ONNX Runtime, and the
 ONNX file of ``nn.Linear(in, out)`` in ONNX Runtime. Files are float32, written by `export_model`.
@@ -17,42 +17,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import torch
+from bench_export import time_rounds  # this folder is on sys.path when the script runs
 from torch import nn
 
 from compactvid.export import export_model, load_artifact
 from compactvid.layers import CirculantLinear
 
-# name: (rows at batch 1, in_features, out_features)
+# name: (rows per call at batch 1, in_features, out_features, diag)
 SHAPES = {
-    "dbof-projection": (150, 1024, 8192),  # --dbof_circulant: every sampled frame, 10 bags x 15 frames
-    "dbof-fc": (1, 8192, 512),  # --fc_dbof_circulant
-    "netvlad-fc": (1, 65536, 512),  # --fc_netvlad_circulant, video: 64 clusters x 1024
+    "dbof-projection": (15, 1024, 8192, "learned"),  # --dbof_circulant: 15 frames per call, one call per bag
+    "dbof-projection-150": (150, 1024, 8192, "learned"),  # the same on the 10 bags at once
+    "dbof-fc": (1, 8192, 512, "learned"),  # --fc_dbof_circulant
+    "netvlad-fc": (1, 65536, 512, "learned"),  # --fc_netvlad_circulant, video: 64 clusters x 1024
+    "moe-gates": (1, 512, 19310, "none"),  # Circulant_MoeModel's gates after a 512-wide FC, 3862 x 5
 }
 
 
-def time_rounds(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Median ms per call of each runner over interleaved rounds (after one warm-up call each)."""
-    for run in runners.values():
-        run(x)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(x)
-            times[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def bench_shape(name: str, directory: str, rounds: int, threads: int) -> dict:
-    rows, n, out = SHAPES[name]
+    rows, n, out, diag = SHAPES[name]
     torch.manual_seed(0)
-    layers = {"circulant": CirculantLinear(n, out, bias=False).eval(), "dense": nn.Linear(n, out, bias=False).eval()}
+    layers = {"circulant": CirculantLinear(n, out, bias=False, diag=diag).eval(),
+              "dense": nn.Linear(n, out, bias=False).eval()}
     sessions = {}
     for kind, layer in layers.items():
         path = os.path.join(directory, f"{name}-{kind}.onnx")

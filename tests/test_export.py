@@ -11,6 +11,7 @@ import torch
 
 from compactvid.errors import CompactVidError, ConfigError
 from compactvid.export import export_model, input_shape, load_artifact
+from compactvid.layers import circulant_export
 from compactvid.layers.circulant import CirculantLinear
 from compactvid.layers.circulant_export import circulant_product
 from compactvid.models.args import ModelArgs
@@ -47,10 +48,15 @@ def trained_like(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.parametrize("folded", [True, False])
 @pytest.mark.parametrize("n,out,diag,k", [(12, 30, "learned", 1), (67, 20, "none", 1), (96, 96, "sign", 2),
-                                          (4096, 300, "learned", 1), (130, 1000, "learned", 2)])
-def test_export_formulation_equals_the_layer(n, out, diag, k):
-    """Real-arithmetic product (matrix DFTs, four-step splits, pruned outputs) == the FFT autograd Function."""
+                                          (4096, 300, "learned", 1), (130, 1000, "learned", 2),
+                                          (15, 40, "learned", 1)])
+def test_export_formulation_equals_the_layer(n, out, diag, k, folded, monkeypatch):
+    """Real-arithmetic product == the FFT autograd Function, in both forms: folded (odd n2, n1 = 1 for a
+    prime n, several factors) and transforms (matrix DFTs, four-step splits, pruned outputs)."""
+    if not folded:
+        monkeypatch.setattr(circulant_export, "FOLDED_MAX_VALUES", 0)
     layer = CirculantLinear(n, out, bias=False, diag=diag, k_factor=k, dtype=torch.float64)
     x = torch.randn(5, n, dtype=torch.float64)
     with torch.no_grad():
@@ -215,8 +221,9 @@ def test_low_precision_exports_run_and_report_their_gap(tiny_run, format, flags,
 
 @pytest.mark.slow
 def test_command_line_errors_are_one_line(tiny_run, tmp_path, capsys):
-    from compactvid.cli import main
     from tiny_dataset import write_tiny_dataset
+
+    from compactvid.cli import main
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text((tiny_run / "run" / "config.json").read_text())
