@@ -17,7 +17,7 @@ from compactvid.models.aggregation import DBoF, Moments, NetFV, NetVLAD
 from compactvid.models.args import EMBEDDINGS, ModelArgs
 from compactvid.models.classifiers import LogisticModel, MoeModel
 from compactvid.models.flag_effects import ineffective_flags
-from compactvid.models.network import CirculantDiagonalNetwork
+from compactvid.models.network import CirculantDiagonalNetwork, average_over_bags
 from compactvid.models.nextvlad import NeXtVLAD
 from compactvid.models.registry import MODELS, create_model
 from compactvid.models.report import parameter_report
@@ -191,6 +191,26 @@ def test_eval_mode_embeds_every_bag_in_one_call_as_training_does_bag_by_bag(name
         aggregation.training = True  # the per-bag path; the modules inside keep their running statistics
     torch.testing.assert_close(model(frames), expected)
     assert calls == [5] * 4 * len(aggregations)
+
+
+@pytest.mark.parametrize("pooling", ["max", "average"])
+def test_training_sums_the_bags_as_the_mean_of_each_bags_aggregation(pooling):
+    # The bags' outputs are added in place into one tensor: values and gradients are those of the mean of
+    # the stacked outputs, for every aggregation (max pooling keeps its output for its backward).
+    args = small_args(**ALL_EMBEDDINGS, n_bagging=4, dbof_pooling_method=pooling)
+    torch.manual_seed(0)
+    model = create_model(args).double().train()
+    bags = frames_for(args).double()[..., :VIDEO]
+    for embedding in model.branches["video"].values():
+        inputs = bags.clone().requires_grad_()
+        expected = torch.stack([embedding.aggregation(inputs[:, i]) for i in range(4)]).mean(dim=0)
+        pooled = average_over_bags(embedding.aggregation, inputs)
+        torch.testing.assert_close(pooled, expected, rtol=1e-12, atol=1e-15)
+        grad = torch.randn_like(pooled)
+        params = [inputs, *embedding.aggregation.parameters()]
+        torch.testing.assert_close(torch.autograd.grad(pooled, params, grad, allow_unused=True),
+                                   torch.autograd.grad(expected, params, grad, allow_unused=True),
+                                   rtol=1e-10, atol=1e-13)
 
 
 def test_batch_norm_train_and_eval_modes():

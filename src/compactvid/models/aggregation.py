@@ -27,13 +27,10 @@ from torch import Tensor, nn
 from compactvid.layers.batch_norm import SLIM_DECAY, batch_norm
 from compactvid.layers.initializers import LinearFactory
 from compactvid.models.args import POOLING_METHODS
+from compactvid.models.fisher_vector import fisher_vector
+from compactvid.models.normalize import l2_normalize
 
 __all__ = ["DBoF", "SoftAssignment", "NetVLAD", "NetFV", "Moments", "l2_normalize"]
-
-
-def l2_normalize(x: Tensor, dim: int) -> Tensor:
-    """TensorFlow's ``l2_normalize``: ``x / sqrt(max(sum(x**2), 1e-12))`` along ``dim``."""
-    return F.normalize(x, p=2.0, dim=dim, eps=1e-6)
 
 
 def _normalize_frames(norm: nn.Module, x: Tensor) -> Tensor:
@@ -117,8 +114,12 @@ class SoftAssignment(nn.Module):
             return self.learned_centers
         return self.coupling_factor * self.projection.weight.t()
 
+    def assign(self, frames: Tensor) -> Tensor:
+        """``frames [batch, frames, feature_size]`` -> the assignment ``[batch, frames, clusters]``."""
+        return torch.softmax(_normalize_frames(self.norm, self.projection(frames)), dim=-1)
+
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        assignment = torch.softmax(_normalize_frames(self.norm, self.projection(frames)), dim=-1)
+        assignment = self.assign(frames)
         mass = assignment.sum(dim=1, keepdim=True)
         first_order = frames.transpose(1, 2) @ assignment
         return assignment, mass, first_order
@@ -173,15 +174,8 @@ class NetFV(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         """``frames [batch, frames, feature_size] -> [batch, 2 * feature_size * cluster_size]``."""
-        assignment, mass, first_order = self.assignment(frames)
-        centers = self.assignment.centers()
-        variance = self.covariance.square() + 1e-6
-        second_order = frames.square().transpose(1, 2) @ assignment
-        fv2 = (mass * centers.square() + second_order - 2.0 * first_order * centers) / variance.square() - mass
-        fv2 = l2_normalize(fv2.flatten(1), dim=1)
-        fv1 = l2_normalize((first_order - mass * centers) / variance, dim=1)
-        fv1 = l2_normalize(fv1.flatten(1), dim=1)
-        return torch.cat([fv1, fv2], dim=1)
+        return fisher_vector(frames, self.assignment.assign(frames), self.assignment.centers(),
+                             self.covariance.square() + 1e-6)
 
 
 class Moments(nn.Module):

@@ -52,13 +52,21 @@ def average_over_bags(aggregation: nn.Module, bags: Tensor) -> Tensor:
     ``[batch, n_bags, frames, dim]``, the results averaged: ``[batch, size]``.
 
     In training each bag goes through alone, so that the batch norms inside take their statistics per bag,
-    as the original normalizes each sample separately. In eval mode every batch norm is elementwise
-    (running statistics), so the bags go through as one batch of ``batch * n_bags`` videos: one product
-    per layer instead of one per bag, and an exported graph without a copy of the aggregation per bag.
+    as the original normalizes each sample separately; the outputs are summed as they come (a stack of
+    them and its gradient were two 420 MB tensors per step at NetFV's README sizes). In eval mode every
+    batch norm is elementwise (running statistics), so the bags go through as one batch of
+    ``batch * n_bags`` videos: one product per layer instead of one per bag, and an exported graph without
+    a copy of the aggregation per bag.
     """
     if aggregation.training:
-        outputs = [aggregation(bags[:, i]) for i in range(bags.shape[1])]
-        return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(dim=0)
+        n_bags = bags.shape[1]
+        pooled = aggregation(bags[:, 0])
+        if n_bags > 1:
+            pooled = pooled + aggregation(bags[:, 1])  # a fresh tensor: the other bags add into it
+            for i in range(2, n_bags):
+                pooled.add_(aggregation(bags[:, i]))
+            pooled.div_(n_bags)
+        return pooled
     return aggregation(bags.flatten(0, 1)).unflatten(0, bags.shape[:2]).mean(dim=1)
 
 
@@ -66,7 +74,8 @@ class BaggedEmbedding(nn.Module):
     """One embedding of one modality: shared aggregation over bags, averaged, then FC -> BN -> ReLU6.
 
     Args:
-        aggregation: ``[batch, frames, dim] -> [batch, aggregation.output_size]``.
+        aggregation: ``[batch, frames, dim] -> [batch, aggregation.output_size]``, each row computed
+            from its own frames alone in eval mode.
         hidden_size: FC width.
         fc_compact: ``None`` for a dense FC (N(0, 1/sqrt(hidden_size))), else the factory of a structured
             one (`compactvid.models.compact.compact_layer`), with its own initialization.
