@@ -12,7 +12,7 @@ second order sums ``F1 = sum_t a x``, ``F2 = sum_t a x**2``:
 Why a Function: at the README's sizes ``[batch, D, K]`` is 80 x 1024 x 64 (21 MB in float32), ten
 bags per step, and this part was most of the step of every NetFV network. Written with autograd's
 ops, each of the dozen elementwise steps and its backward is a pass over such a tensor, most of them
-into a fresh allocation (page faults); the normalizations alone were ten passes. Here ``F1`` and
+into a fresh allocation (page faults). Here ``F1`` and
 ``F2`` come from one batched product of ``[x, x**2]``, ``u`` and ``f`` are formed in place, both
 normalizations are one per-row and per-cluster scale, and the backward pass is written out (the
 normalizations' gradients are ``G * P + u * Q`` with ``P``, ``Q`` per row and cluster).
@@ -29,6 +29,7 @@ from torch.autograd.function import once_differentiable
 from compactvid.models.normalize import EPSILON, l2_normalize
 
 __all__ = ["fisher_vector", "fisher_vector_traced"]
+
 
 def fisher_vector_traced(frames: Tensor, assignment: Tensor, centers: Tensor, variance: Tensor) -> Tensor:
     """The normalized Fisher vector ``[batch, 2 * D * K]`` in plain differentiable ops (see module doc).
