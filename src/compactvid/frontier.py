@@ -123,6 +123,8 @@ def run_frontier(profile: str, output_dir: str, data_dir: str | None = None, num
              **existing_training_files(data), **({"num_classes": str(num_classes)} if num_classes else {})}
     sizes = FRONTIER_SIZES[profile]
     runs, argvs = frontier_runs(families), {}
+    log.info("experiment %s, profile %s: %d runs; flags changed from the README's: %s; sizes per family: %s", NAME,
+             profile, len(runs), " ".join(f"--{k}={v}" for k, v in {**PROFILES[profile], **extra}.items()), sizes)
     for run in runs:
         flags = {**extra, **sizes.get("*", {}), **sizes.get(run.family, {}), **(overrides or {}),
                  **_as_overrides(run.flags)}
