@@ -179,6 +179,21 @@ def existing_training_files(data: str) -> dict[str, str]:
     return {} if len(found) == len(parts) else {"train_data_pattern": ",".join(found or parts)}
 
 
+def experiment_data(output_dir: str, data_dir: str | None, num_classes: int | None,
+                    segments: bool = False) -> tuple[str, dict[str, str]]:
+    """(the data folder ending with a separator, the flags every run of an experiment gets beside the
+    profile's: validation files, resuming, the training files that exist, --num_classes). Without
+    `data_dir`, the synthetic dataset (with segment ratings: `segments`) in `output_dir`/data."""
+    if data_dir is None:
+        data_dir = os.path.join(output_dir, "data")
+        ensure_synthetic_data(data_dir, **SYNTHETIC_DATA, segments=segments)
+        num_classes = num_classes or SYNTHETIC_DATA["num_classes"]
+    data = data_dir.rstrip("/") + "/"
+    extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False",
+             **existing_training_files(data), **({"num_classes": str(num_classes)} if num_classes else {})}
+    return data, extra
+
+
 def run_experiment(name: str, profile: str, output_dir: str, data_dir: str | None = None,
                    num_classes: int | None = None, overrides: dict[str, str] | None = None) -> dict:
     """Train every run of experiment `name` (resuming or skipping finished ones), then write the results.
@@ -187,15 +202,7 @@ def run_experiment(name: str, profile: str, output_dir: str, data_dir: str | Non
     written to `output_dir`/results.json, beside results.md and the figure `<name>.png`.
     """
     experiment = EXPERIMENTS[name]
-    if data_dir is None:
-        data_dir = os.path.join(output_dir, "data")
-        ensure_synthetic_data(data_dir, **SYNTHETIC_DATA)
-        num_classes = num_classes or SYNTHETIC_DATA["num_classes"]
-    data = data_dir.rstrip("/") + "/"
-    extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False",
-             **existing_training_files(data)}
-    if num_classes:
-        extra["num_classes"] = str(num_classes)
+    data, extra = experiment_data(output_dir, data_dir, num_classes)
     extra.update(overrides or {})
     changed = {**PROFILES[profile], **extra}
     log.info("experiment %s, profile %s: flags changed from the README's: %s", name, profile,

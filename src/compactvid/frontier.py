@@ -30,8 +30,8 @@ import os
 from dataclasses import dataclass
 
 from compactvid.errors import ConfigError
-from compactvid.experiments import (EVAL_PATTERN, PROFILES, SYNTHETIC_DATA, Experiment, Run, collect_results,
-                                    ensure_synthetic_data, existing_training_files, run_argv, train_run)
+from compactvid.experiments import (EVAL_PATTERN, PROFILES, Experiment, Run, collect_results, experiment_data,
+                                    run_argv, train_run)
 from compactvid.fully_compact import FAMILIES, FULLY_COMPACT, PAPER_COMPACT
 from compactvid.plotting import FrontierPoint, pareto_front, plot_frontier
 
@@ -114,13 +114,7 @@ def run_frontier(profile: str, output_dir: str, data_dir: str | None = None, num
     flags of every run (after the family's sizes, before its level's flags)."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile={profile}: choose one of {', '.join(PROFILES)}")
-    if data_dir is None:
-        data_dir = os.path.join(output_dir, "data")
-        ensure_synthetic_data(data_dir, **SYNTHETIC_DATA)
-        num_classes = num_classes or SYNTHETIC_DATA["num_classes"]
-    data = data_dir.rstrip("/") + "/"
-    extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False",
-             **existing_training_files(data), **({"num_classes": str(num_classes)} if num_classes else {})}
+    data, extra = experiment_data(output_dir, data_dir, num_classes)
     sizes = FRONTIER_SIZES[profile]
     runs, argvs = frontier_runs(families), {}
     log.info("experiment %s, profile %s: %d runs; flags changed from the README's: %s; sizes per family: %s", NAME,

@@ -18,8 +18,7 @@ import os
 import statistics
 
 from compactvid.errors import CompactVidError
-from compactvid.experiments import (EVAL_PATTERN, EXPERIMENTS, SMALL_PROFILE, SYNTHETIC_DATA, ensure_synthetic_data,
-                                    existing_training_files, run_argv, train_run)
+from compactvid.experiments import EXPERIMENTS, SMALL_PROFILE, experiment_data, run_argv, train_run
 from compactvid.plotting import Curve, plot_panels, read_metrics, validation_curve
 from compactvid.run_dir import CONFIG_FILE, PARAMS_FILE
 
@@ -44,14 +43,8 @@ def run_segment_experiment(profile: str, output_dir: str, data_dir: str | None =
     `output_dir`/results.json beside results.md and segments.png. `overrides` replace flags of every run."""
     from compactvid.segment_evaluation import evaluate_segments_checkpoint
 
-    if data_dir is None:
-        data_dir = os.path.join(output_dir, "data")
-        ensure_synthetic_data(data_dir, **SYNTHETIC_DATA, segments=True)
-        num_classes = num_classes or SYNTHETIC_DATA["num_classes"]
-    data = data_dir.rstrip("/") + "/"
-    extra = {"eval_data_pattern": EVAL_PATTERN.format(data=data), "start_new_model": "False",
-             **existing_training_files(data), **({"num_classes": str(num_classes)} if num_classes else {}),
-             **(overrides or {})}
+    data, extra = experiment_data(output_dir, data_dir, num_classes, segments=True)
+    extra.update(overrides or {})
     segment_eval = SEGMENT_EVAL.format(data=data)
     runs = []
     for run in RUNS:
