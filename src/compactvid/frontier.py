@@ -117,16 +117,17 @@ def run_frontier(profile: str, output_dir: str, data_dir: str | None = None, num
     data, extra = experiment_data(output_dir, data_dir, num_classes)
     sizes = FRONTIER_SIZES[profile]
     runs, argvs = frontier_runs(families), {}
-    log.info("experiment %s, profile %s: %d runs; flags changed from the README's: %s; sizes per family: %s", NAME,
-             profile, len(runs), " ".join(f"--{k}={v}" for k, v in {**PROFILES[profile], **extra}.items()), sizes)
-    for run in runs:
-        flags = {**extra, **sizes.get("*", {}), **sizes.get(run.family, {}), **(overrides or {}),
-                 **_as_overrides(run.flags)}
-        argv = argvs[run.name] = run_argv(Run(run.name, run.name, "", ""), profile, data,
-                                          os.path.join(output_dir, run.name), extra=flags)
-        train_run(argv, f"run {run.name} of {NAME}")
+    # The flags live in each run's overrides (they must replace the seed's --model), not in Run.flags.
     experiment = Experiment(NAME, "Validation GAP against bytes",
                             tuple(Run(r.name, f"{r.family} {r.level}", "", COLORS[r.family]) for r in runs))
+    changed = {**PROFILES[profile], **extra, **(overrides or {})}
+    log.info("experiment %s, profile %s: %d runs; flags changed from the README's: %s; sizes per family: %s", NAME,
+             profile, len(runs), " ".join(f"--{k}={v}" for k, v in changed.items()), sizes)
+    for run, listed in zip(runs, experiment.runs):
+        flags = {**extra, **sizes.get("*", {}), **sizes.get(run.family, {}), **(overrides or {}),
+                 **_as_overrides(run.flags)}
+        argv = argvs[run.name] = run_argv(listed, profile, data, os.path.join(output_dir, run.name), extra=flags)
+        train_run(argv, f"run {run.name} of {NAME}")
     results = collect_results(experiment, profile, output_dir, argvs, EVAL_PATTERN.format(data=data),
                               artifact_bytes=False)
     for row, run in zip(results["runs"], runs):
@@ -135,7 +136,7 @@ def run_frontier(profile: str, output_dir: str, data_dir: str | None = None, num
     front = {p.name for p in pareto_front([_point(row) for row in results["runs"]])}
     for row in results["runs"]:
         row["pareto"] = row["name"] in front
-    results["changed_flags"] = {**PROFILES[profile], **extra, **(overrides or {})}
+    results["changed_flags"] = changed
     results["family_sizes"] = sizes
     write_frontier_results(results, output_dir)
     return results

@@ -9,8 +9,8 @@ Experiments (the README's command lines, one sub-directory of --output_dir per r
   segments      dense and compact DBoF models, video level then fine-tuned on rated 5-frame segments
                 (2019 release): segment mAP@N before and after (synthetic data: generated with ratings)
   frontier      DBoF, NetVLAD, NeXtVLAD: dense, circulant as the paper, fully compact, low-rank and Monarch
-                at 1x/4x/16x the circulant layers' parameters; validation GAP against float16 artifact
-                bytes with the Pareto front (--families picks some of the three)
+                at 1x/4x/16x the circulant layers' parameters; validation GAP against the bytes of the
+                float16 weights with the Pareto front (--families picks some of the three)
 
 --profile paper keeps the README's PARAMS (GPUs, the real dataset) and trains in float32 as the paper
 (--mixed_precision=False); --profile small changes a few flags
