@@ -113,8 +113,10 @@ def test_one_run_holds_the_directory_while_eval_may_read_it(tmp_path, data, caps
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=60)
     step = ckpt.load_latest_checkpoint(str(run))[1]["position"]["step"]
-    # kill -9 left no stale lock
-    assert main(train_argv(run, data, f"--max_steps={step + 2}", "--log_every_steps=1")) == 0
+    # kill -9 left no stale lock; --num_epochs as the first run's, as the default's 5 epochs (15 steps) may
+    # already be done when the kill lands late
+    assert main(train_argv(run, data, "--num_epochs=100000", f"--max_steps={step + 2}",
+                           "--log_every_steps=1")) == 0
     steps = [r["step"] for r in read_metrics(run) if "loss" in r]
     assert steps == list(range(1, step + 3))  # one writer: every step logged once
 
