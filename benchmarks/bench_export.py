@@ -8,8 +8,10 @@ network and its compact-DBoF and compact-MoE variants; at the seed README's size
   processes, one thread each, export at once: one per core by default);
 - latency at batch 1 and batch 80 on the CPU with one thread and with all cores, of eager PyTorch and of
   each artifact of --timed, served as `compactvid inference --model` serves it (ONNX Runtime; the .pt2
-  program loaded with `torch.export.load`), in interleaved rounds: each round times every runtime once,
-  so the machine's load falls on all alike; the median over rounds (one warm-up call each first).
+  program loaded with `torch.export.load`), in interleaved rounds: each round times every runtime of a
+  dense model and of the compact models judged against it (BASELINE) once, so the machine's load falls
+  on all alike and the ratios the targets speak of come from the same rounds; the median over rounds
+  (one warm-up call each first).
 Weights are random (speed and bytes do not depend on training; the GAP cost of low precision is
 `bench_export_gap.py`'s); batch-norm statistics are set.
 
@@ -163,30 +165,50 @@ def write_artifacts(names: list[str], keys: list[str], directory: str, source: s
                    "export_s": {key: ledger[files[name, key]]["export_s"] for key in keys}} for name in names}
 
 
-def bench_model(name: str, model: torch.nn.Module, shape: tuple[int, ...], paths: dict[str, str],
-                timed: list[str], rounds: dict[int, int], threads: list[int]) -> dict[str, dict[str, float]]:
-    """ms per call of eager `model` and of its `timed` artifacts at `paths`: {``b{batch}-t{threads}``:
-    {runtime: ms}}, runtime ``eager`` or an ARTIFACTS key."""
-    result: dict[str, dict[str, float]] = {}
+def groups(names: list[str]) -> list[list[str]]:
+    """`names` grouped for timing: each dense baseline with the compact models judged against it, so that
+    their ratios come from the same interleaved rounds (a model without its baseline in `names` alone)."""
+    grouped: dict[str, list[str]] = {}
+    for name in names:
+        base = BASELINE.get(name, name)
+        grouped.setdefault(base if base in names else name, []).append(name)
+    return list(grouped.values())
 
-    def eager(frames: torch.Tensor) -> None:
-        with torch.inference_mode():
-            model(frames)
 
+def bench_group(models: dict[str, tuple[torch.nn.Module, tuple[int, ...]]], paths: dict[str, dict[str, str]],
+                timed: list[str], rounds: dict[int, int], threads: list[int]) -> dict[str, dict[str, dict]]:
+    """ms per call of each eager model of `models` (name: (model, input shape), one shape for all) and
+    of its `timed` artifacts at `paths[name]`, all in the same interleaved rounds: {name:
+    {``b{batch}-t{threads}``: {runtime: ms}}}, runtime ``eager`` or an ARTIFACTS key."""
+
+    def eager(model: torch.nn.Module):
+        def run(frames: torch.Tensor) -> None:
+            with torch.inference_mode():
+                model(frames)
+        return run
+
+    result: dict[str, dict[str, dict]] = {name: {} for name in models}
+    shape = next(iter(models.values()))[1]
     # A .pt2 program runs on torch's threads; ONNX Runtime's are a session option: sessions per setting.
-    programs = {key: load_artifact(paths[key]).predict for key in timed if key.startswith("pt2")}
+    programs = {(name, key): load_artifact(paths[name][key]).predict
+                for name in models for key in timed if key.startswith("pt2")}
     generator = torch.Generator().manual_seed(1)
     for n_threads in threads:
         torch.set_num_threads(n_threads)
-        sessions = {key: load_artifact(paths[key], threads=n_threads).predict
-                    for key in timed if key.startswith("onnx")}
-        runners = {"eager": eager, **{key: sessions.get(key) or programs[key] for key in timed}}
+        sessions = {(name, key): load_artifact(paths[name][key], threads=n_threads).predict
+                    for name in models for key in timed if key.startswith("onnx")}
+        runners = {}
+        for name, (model, _) in models.items():
+            runners[name, "eager"] = eager(model)
+            runners.update({(name, key): sessions.get((name, key)) or programs[name, key] for key in timed})
         for batch, reps in rounds.items():
             frames = torch.nn.functional.normalize(torch.randn(batch, *shape, generator=generator), dim=-1)
             key = f"b{batch}-t{n_threads}"
-            result[key] = time_rounds(runners, frames, reps)
-            print(f"  {name}: batch {batch}, {n_threads} thread(s): "
-                  + ", ".join(f"{k} {ms:.1f}" for k, ms in result[key].items()) + " ms", flush=True)
+            for (name, runtime), ms in time_rounds(runners, frames, reps).items():
+                result[name].setdefault(key, {})[runtime] = ms
+            for name in models:
+                print(f"  {name}: batch {batch}, {n_threads} thread(s): "
+                      + ", ".join(f"{k} {ms:.1f}" for k, ms in result[name][key].items()) + " ms", flush=True)
         del sessions, runners
     return result
 
@@ -240,12 +262,15 @@ def main() -> None:
         os.makedirs(directory, exist_ok=True)
         artifacts = write_artifacts(names, keys, directory, source, args.export_workers)
         exported = time.time()
-        for name in names:
-            model, shape = build(MODELS[name])
-            results.append({"model": name, "parameters": sum(p.numel() for p in model.parameters()),
-                            "bytes": artifacts[name]["bytes"], "export_s": artifacts[name]["export_s"],
-                            "ms": bench_model(name, model, shape, artifacts[name]["paths"], args.timed.split(","),
-                                              rounds, threads) if rounds else {}})
+        for group in groups(names):
+            models = {name: build(MODELS[name]) for name in group}
+            ms = bench_group(models, {name: artifacts[name]["paths"] for name in group}, args.timed.split(","),
+                             rounds, threads) if rounds else {}
+            for name, (model, _) in models.items():
+                results.append({"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+                                "bytes": artifacts[name]["bytes"], "export_s": artifacts[name]["export_s"],
+                                "ms": ms.get(name, {})})
+            del models
             report = {"results": results, "baseline": BASELINE, "load_average_before": load_before,
                       "load_average_after": os.getloadavg(), "export_minutes": round((exported - started) / 60, 1),
                       "minutes": round((time.time() - started) / 60, 1), "source_tree": source,

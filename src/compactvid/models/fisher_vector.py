@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from compactvid.models.normalize import EPSILON, l2_normalize
+from compactvid.models.normalize import EPSILON
 
 __all__ = ["fisher_vector", "fisher_vector_traced"]
 
@@ -34,15 +34,23 @@ __all__ = ["fisher_vector", "fisher_vector_traced"]
 def fisher_vector_traced(frames: Tensor, assignment: Tensor, centers: Tensor, variance: Tensor) -> Tensor:
     """The normalized Fisher vector ``[batch, 2 * D * K]`` in plain differentiable ops (see module doc).
 
-    ``frames [batch, frames, D]``, ``assignment [batch, frames, K]``, ``centers``, ``variance [D, K]``."""
-    mass = assignment.sum(dim=1, keepdim=True)
-    first_order = frames.transpose(1, 2) @ assignment
-    second_order = frames.square().transpose(1, 2) @ assignment
-    fv2 = (mass * centers.square() + second_order - 2.0 * first_order * centers) / variance.square() - mass
-    fv2 = l2_normalize(fv2.flatten(1), dim=1)
-    fv1 = l2_normalize((first_order - mass * centers) / variance, dim=1)
-    fv1 = l2_normalize(fv1.flatten(1), dim=1)
-    return torch.cat([fv1, fv2], dim=1)
+    ``frames [batch, frames, D]``, ``assignment [batch, frames, K]``, ``centers``, ``variance [D, K]``.
+    Written for ONNX Runtime, which runs each op as a pass over ``[batch, D, K]`` into a new buffer: the
+    second order from ``u`` as the Function forms it, and the per-cluster then global normalization of
+    ``u`` as one scale per row and cluster (docs/benchmarks.md, "Export")."""
+    inverse = variance.reciprocal()
+    scaled = centers * inverse
+    mass = assignment.sum(dim=1, keepdim=True)  # [B, 1, K]
+    first = frames.transpose(1, 2) @ assignment
+    second = frames.square().transpose(1, 2) @ assignment
+    u = first * inverse - mass * scaled
+    f = second * inverse.square() - u * (2.0 * scaled) - mass * (scaled.square() + 1.0)
+    norms = torch.linalg.vector_norm(u, dim=1, keepdim=True)  # [B, 1, K]
+    per_cluster = norms.clamp_min(EPSILON)
+    # The norm of u normalized per cluster, [B, 1, 1].
+    whole = torch.linalg.vector_norm(norms / per_cluster, dim=2, keepdim=True).clamp_min(EPSILON)
+    f_norm = torch.linalg.vector_norm(f, dim=(1, 2), keepdim=True).clamp_min(EPSILON)
+    return torch.cat([(u / (per_cluster * whole)).flatten(1), (f / f_norm).flatten(1)], dim=1)
 
 
 def _scales(first: Tensor, second: Tensor) -> tuple[Tensor, ...]:

@@ -67,7 +67,10 @@ def average_over_bags(aggregation: nn.Module, bags: Tensor) -> Tensor:
                 pooled.add_(aggregation(bags[:, i]))
             pooled.div_(n_bags)
         return pooled
-    return aggregation(bags.flatten(0, 1)).unflatten(0, bags.shape[:2]).mean(dim=1)
+    pooled = aggregation(bags.flatten(0, 1)).unflatten(0, bags.shape[:2])  # [batch, n_bags, size]
+    # The mean as a product: exported, ONNX Runtime's ReduceMean over a middle axis is several times
+    # slower than its matrix product (docs/benchmarks.md, "Export").
+    return (pooled.new_full((1, bags.shape[1]), 1.0 / bags.shape[1]) @ pooled).squeeze(1)
 
 
 class BaggedEmbedding(nn.Module):

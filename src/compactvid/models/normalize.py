@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
 __all__ = ["EPSILON", "l2_normalize"]
@@ -13,4 +13,6 @@ EPSILON = 1e-6
 
 def l2_normalize(x: Tensor, dim: int) -> Tensor:
     """TensorFlow's ``l2_normalize``: ``x / sqrt(max(sum(x**2), 1e-12))`` along ``dim``."""
-    return F.normalize(x, p=2.0, dim=dim, eps=EPSILON)
+    # F.normalize's values, without its expand of the norm to x's shape: exported, that is a copy of
+    # the whole tensor in ONNX Runtime.
+    return x / torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(EPSILON)
