@@ -5,7 +5,10 @@ For each shape of the seed's compact layers (rows = frames or videos through the
 batch 1, in -> out, the diagonal the model builds): the median ms per call over
 interleaved rounds (each round times every runtime once, so the machine's load falls on all alike) of
 the circulant layer in eager PyTorch (``torch.inference_mode``), its ONNX file in ONNX Runtime, and the
-ONNX file of ``nn.Linear(in, out)`` in ONNX Runtime. Files are float32, written by `export_model`.
+ONNX file of ``nn.Linear(in, out)`` in ONNX Runtime; for a layer in the folded form, also its other
+grouping (every block in each product for a layer of at most ``PER_BLOCK_MAX`` blocks, which runs
+block by block; block by block for the others): the choice `circulant_export` makes by the number of
+blocks. Files are float32, written by `export_model`.
 
     python benchmarks/bench_circulant_export.py --threads 1 --output bench_circulant_export.json
 
@@ -15,6 +18,7 @@ Prints a Markdown table and writes JSON (with the load average before and after)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -25,7 +29,7 @@ from bench_export import time_rounds  # this folder is on sys.path when the scri
 from torch import nn
 
 from compactvid.export import export_model, load_artifact
-from compactvid.layers import CirculantLinear
+from compactvid.layers import CirculantLinear, circulant_export
 
 # name: (rows per call at batch 1, in_features, out_features, diag)
 SHAPES = {
@@ -35,6 +39,17 @@ SHAPES = {
     "netvlad-fc": (1, 65536, 512, "learned"),  # --fc_netvlad_circulant, video: 64 clusters x 1024
     "moe-gates": (1, 512, 19310, "none"),  # Circulant_MoeModel's gates after a 512-wide FC, 3862 x 5
 }
+
+
+@contextlib.contextmanager
+def patched(module, name: str, value):
+    """``module.name`` set to ``value`` inside the block."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
 
 
 def bench_shape(name: str, directory: str, rounds: int, threads: int) -> dict:
@@ -47,6 +62,15 @@ def bench_shape(name: str, directory: str, rounds: int, threads: int) -> dict:
         path = os.path.join(directory, f"{name}-{kind}.onnx")
         export_model(layer, path, (rows, n))
         sessions[kind] = load_artifact(path, threads=threads).predict
+    blocks = layers["circulant"].blocks
+    # The folded form's other grouping, which its choice by the number of blocks is measured against.
+    other = None
+    if circulant_export.takes_folded_form(*layers["circulant"].weight.shape):
+        other = "all blocks at once" if blocks <= circulant_export.PER_BLOCK_MAX else "block by block"
+        path = os.path.join(directory, f"{name}-other.onnx")
+        with patched(circulant_export, "PER_BLOCK_MAX", 0 if blocks <= circulant_export.PER_BLOCK_MAX else blocks):
+            export_model(layers["circulant"], path, (rows, n))
+        sessions[other] = load_artifact(path, threads=threads).predict
 
     def eager(x: torch.Tensor) -> None:
         with torch.inference_mode():
@@ -55,8 +79,10 @@ def bench_shape(name: str, directory: str, rounds: int, threads: int) -> dict:
     x = torch.randn(1, rows, n)
     with torch.inference_mode():
         error = float((torch.from_numpy(sessions["circulant"](x)) - layers["circulant"](x)).abs().max())
-    ms = time_rounds({"eager": eager, "onnxruntime": sessions["circulant"], "dense onnxruntime": sessions["dense"]},
-                     x, rounds)
+    runners = {"eager": eager, "onnxruntime": sessions["circulant"], "dense onnxruntime": sessions["dense"]}
+    if other:
+        runners[f"onnxruntime, {other}"] = sessions[other]
+    ms = time_rounds(runners, x, rounds)
     for path in os.listdir(directory):
         os.remove(os.path.join(directory, path))
     print(f"  {name}: {ms}, max |onnx - eager| {error:.1e}", flush=True)
@@ -78,11 +104,13 @@ def main() -> None:
               "load_average_after": os.getloadavg(), "torch": torch.__version__, "command": " ".join(sys.argv)}
     with open(args.output, "w") as f:
         json.dump(report, f, indent=2)
-    print("| layer | rows, in -> out | eager ms | ONNX Runtime ms | dense ONNX Runtime ms |\n|---|---|---:|---:|---:|")
+    print("| layer | rows, in -> out | eager ms | ONNX Runtime ms | dense ONNX Runtime ms | folded form's other "
+          "grouping ms |\n|---|---|---:|---:|---:|---|")
     for r in results:
         ms = r["ms"]
+        other = [f"{key.split(', ')[1]}: {value:.2f}" for key, value in ms.items() if key.startswith("onnxruntime, ")]
         print(f"| {r['shape']} | {r['rows']}, {r['in']} -> {r['out']} | {ms['eager']:.2f} | {ms['onnxruntime']:.2f} "
-              f"| {ms['dense onnxruntime']:.2f} |")
+              f"| {ms['dense onnxruntime']:.2f} | {''.join(other)} |")
     print(f"load average before {load_before}, after {report['load_average_after']}")
 
 

@@ -47,7 +47,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["DFT_MATRIX_MAX", "FOLDED_MAX_VALUES", "PER_BLOCK_MAX", "circulant_product"]
+__all__ = ["DFT_MATRIX_MAX", "FOLDED_MAX_VALUES", "PER_BLOCK_MAX", "circulant_product", "takes_folded_form"]
 
 DFT_MATRIX_MAX = 64  # longest transform done as one matrix product (see the module doc)
 FOLDED_MAX_VALUES = 1 << 20  # largest folded form, in matrix values (4 MB in float32; see the module doc)
@@ -111,11 +111,16 @@ def circulant_product(x: Tensor, weight: Tensor, diag: Tensor | None, sign: Tens
     """``x [R, n] -> [R, out_features]``: the stacked blocks of `CirculantLinear` (same parameters:
     ``weight``, ``diag``, ``sign`` ``[blocks, k, n]``; ``diag``/``sign`` None when absent). The folded
     form when its matrices are small (see the module doc), else transforms of the whole length."""
-    blocks, k, n = weight.shape
-    n1 = _split(n)
-    if _folded_values(blocks * k, n1, n // n1) <= FOLDED_MAX_VALUES:
+    if takes_folded_form(*weight.shape):
         return _folded_product(x, weight, diag, sign, out_features)
     return _transform_product(x, weight, diag, sign, out_features)
+
+
+def takes_folded_form(blocks: int, k: int, n: int) -> bool:
+    """Whether `circulant_product` computes a layer of ``blocks`` x ``k`` factors of length ``n`` in the
+    folded form (its matrices hold at most ``FOLDED_MAX_VALUES`` values)."""
+    n1 = _split(n)
+    return _folded_values(blocks * k, n1, n // n1) <= FOLDED_MAX_VALUES
 
 
 def _transform_product(x: Tensor, weight: Tensor, diag: Tensor | None, sign: Tensor | None,
