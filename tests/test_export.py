@@ -4,6 +4,7 @@ and int8 artifacts, serving from an artifact, and the errors of bad input."""
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -114,6 +115,19 @@ def test_float16_onnx_file_is_its_weights_in_float16_and_the_graph(tmp_path):
     # A node (op type, names, attributes, shape of its output) takes about 160 bytes here; its tracing
     # metadata, 1.3 kB more.
     assert size <= 2 * weights + 200 * len(graph.node)
+
+
+def test_pt2_file_keeps_no_example_input(tmp_path):
+    """torch.export.save would store the zeros the program was traced with (1.4 MB at the README's sizes)."""
+    args = tiny_args("CirculantDiagonalNetwork", add_netvlad=False, add_fisher_vector=False, add_moments=False)
+    model = trained_like(create_model(args))
+    path = str(tmp_path / "model.pt2")
+    export_model(model, path, input_shape(args), format="pt2")
+    with zipfile.ZipFile(path) as archive:
+        assert [info.file_size for info in archive.infolist() if "sample_inputs" in info.filename] in ([], [0])
+    frames = torch.randn(3, *input_shape(args))
+    with torch.no_grad():
+        np.testing.assert_allclose(load_artifact(path).predict(frames), model(frames).numpy(), atol=1e-5)
 
 
 @pytest.mark.slow

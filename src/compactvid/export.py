@@ -277,6 +277,8 @@ def _write_pt2(model: nn.Module, example: Tensor, path: str, quantize: str | Non
         quantize_(model, Int8DynamicActivationInt8WeightConfig())  # nn.Linear modules only
     with torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
+    # Not the example it was traced with: zeros (1.4 MB at the README's sizes), whose shape the metadata has.
+    program.example_inputs = None
     with open(path, "wb") as f:  # a file object: the archive is then named for its content, not the path
         torch.export.save(program, f, extra_files={_PT2_METADATA: info})
 
