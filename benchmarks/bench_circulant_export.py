@@ -18,14 +18,11 @@ Prints a Markdown table and writes JSON (with the load average before and after)
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import sys
-import tempfile
+from unittest import mock
 
 import torch
-from bench_export import time_rounds  # this folder is on sys.path when the script runs
+from bench_export import run_each, time_rounds  # this folder is on sys.path when the script runs
 from torch import nn
 
 from compactvid.export import export_model, load_artifact
@@ -39,17 +36,6 @@ SHAPES = {
     "netvlad-fc": (1, 65536, 512, "learned"),  # --fc_netvlad_circulant, video: 64 clusters x 1024
     "moe-gates": (1, 512, 19310, "none"),  # Circulant_MoeModel's gates after a 512-wide FC, 3862 x 5
 }
-
-
-@contextlib.contextmanager
-def patched(module, name: str, value):
-    """``module.name`` set to ``value`` inside the block."""
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, saved)
 
 
 def bench_shape(name: str, directory: str, rounds: int, threads: int) -> dict:
@@ -68,7 +54,8 @@ def bench_shape(name: str, directory: str, rounds: int, threads: int) -> dict:
     if circulant_export.takes_folded_form(*layers["circulant"].weight.shape):
         other = "all blocks at once" if blocks <= circulant_export.PER_BLOCK_MAX else "block by block"
         path = os.path.join(directory, f"{name}-other.onnx")
-        with patched(circulant_export, "PER_BLOCK_MAX", 0 if blocks <= circulant_export.PER_BLOCK_MAX else blocks):
+        with mock.patch.object(circulant_export, "PER_BLOCK_MAX", 0 if blocks <= circulant_export.PER_BLOCK_MAX
+                               else blocks):
             export_model(layers["circulant"], path, (rows, n))
         sessions[other] = load_artifact(path, threads=threads).predict
 
@@ -96,22 +83,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--output", default="bench_circulant_export.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as directory:
-        results = [bench_shape(name, directory, args.rounds, args.threads) for name in args.shapes.split(",")]
-    report = {"results": results, "threads": args.threads, "load_average_before": load_before,
-              "load_average_after": os.getloadavg(), "torch": torch.__version__, "command": " ".join(sys.argv)}
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
+    report = run_each(args.shapes.split(","), bench_shape, args.rounds, args.threads, args.output)
     print("| layer | rows, in -> out | eager ms | ONNX Runtime ms | dense ONNX Runtime ms | folded form's other "
           "grouping ms |\n|---|---|---:|---:|---:|---|")
-    for r in results:
+    for r in report["results"]:
         ms = r["ms"]
         other = [f"{key.split(', ')[1]}: {value:.2f}" for key, value in ms.items() if key.startswith("onnxruntime, ")]
         print(f"| {r['shape']} | {r['rows']}, {r['in']} -> {r['out']} | {ms['eager']:.2f} | {ms['onnxruntime']:.2f} "
               f"| {ms['dense onnxruntime']:.2f} | {''.join(other)} |")
-    print(f"load average before {load_before}, after {report['load_average_after']}")
+    print(f"load average before {report['load_average_before']}, after {report['load_average_after']}")
 
 
 if __name__ == "__main__":

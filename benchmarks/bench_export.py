@@ -103,6 +103,21 @@ def time_rounds(runners: dict, frames: torch.Tensor, rounds: int) -> dict[str, f
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def run_each(names: list[str], bench, rounds: int, threads: int, output: str) -> dict:
+    """``bench(name, directory, rounds, threads)`` for each of `names`, torch on `threads` threads, in one
+    temporary directory; the report (results, load average before and after, command) written to
+    `output` as JSON and returned."""
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as directory:
+        results = [bench(name, directory, rounds, threads) for name in names]
+    report = {"results": results, "threads": threads, "load_average_before": load_before,
+              "load_average_after": os.getloadavg(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    with open(output, "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
 def source_tree() -> str | None:
     """The git tree of the committed src/ when it has no uncommitted change (else None: nothing reused)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,18 +20,16 @@ Prints a Markdown table and writes JSON (with the load average before and after)
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import tempfile
 
 import torch
 import torch.nn.functional as F
-from bench_export import time_rounds  # this folder is on sys.path when the script runs
+from bench_export import run_each, time_rounds  # this folder is on sys.path when the script runs
 from torch import nn
 
 from compactvid.export import export_model, load_artifact
 from compactvid.models.fisher_vector import fisher_vector, fisher_vector_traced
+from compactvid.models.network import bag_mean
 from compactvid.models.normalize import EPSILON, l2_normalize
 
 
@@ -49,14 +47,12 @@ def fisher_vector_as_written(frames: torch.Tensor, assignment: torch.Tensor, cen
 
 
 class BagMean(nn.Module):
-    def __init__(self, as_product: bool):
+    def __init__(self, mean):
         super().__init__()
-        self.as_product = as_product
+        self.mean = mean
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        if self.as_product:
-            return (pooled.new_full((1, pooled.shape[1]), 1.0 / pooled.shape[1]) @ pooled).squeeze(1)
-        return pooled.mean(dim=1)
+        return self.mean(pooled)
 
 
 class FisherVector(nn.Module):
@@ -87,7 +83,8 @@ class Normalize(nn.Module):
 # name: (as the models write it for export, the baseline, as eager PyTorch runs it, one example's shape,
 # the batch).
 CASES = {
-    "bag-mean": (BagMean(True), BagMean(False), BagMean(True), (10, 131072), 1),
+    "bag-mean": (BagMean(bag_mean), BagMean(lambda pooled: pooled.mean(dim=1)), BagMean(bag_mean),
+                 (10, 131072), 1),
     "fisher-vector": (FisherVector(fisher_vector_traced), FisherVector(fisher_vector_as_written),
                       FisherVector(fisher_vector), (15, 1024), 10),
     "l2-normalize": (Normalize(l2_normalize), Normalize(lambda x, dim: F.normalize(x, dim=dim, eps=EPSILON)),
@@ -102,7 +99,7 @@ def bench_case(name: str, directory: str, rounds: int, threads: int) -> dict:
         path = os.path.join(directory, f"{name}-{kind}.onnx")
         export_model(module.eval(), path, shape)
         sessions[kind] = load_artifact(path, threads=threads).predict
-    x = torch.nn.functional.normalize(torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1)), dim=-1)
+    x = F.normalize(torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1)), dim=-1)
     with torch.inference_mode():
         expected = baseline(x)
     error = max(float((torch.from_numpy(run(x)) - expected).abs().max()) for run in sessions.values())
@@ -124,20 +121,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--output", default="bench_export_ops.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as directory:
-        results = [bench_case(name, directory, args.rounds, args.threads) for name in args.cases.split(",")]
-    report = {"results": results, "threads": args.threads, "load_average_before": load_before,
-              "load_average_after": os.getloadavg(), "torch": torch.__version__, "command": " ".join(sys.argv)}
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
+    report = run_each(args.cases.split(","), bench_case, args.rounds, args.threads, args.output)
     print("| part | input | eager ms | ONNX Runtime ms | ONNX Runtime, baseline ms |\n|---|---|---:|---:|---:|")
-    for r in results:
+    for r in report["results"]:
         ms = r["ms"]
         print(f"| {r['case']} | {r['shape']} | {ms['eager']:.2f} | {ms['onnxruntime']:.2f} "
               f"| {ms['onnxruntime, baseline']:.2f} |")
-    print(f"load average before {load_before}, after {report['load_average_after']}")
+    print(f"load average before {report['load_average_before']}, after {report['load_average_after']}")
 
 
 if __name__ == "__main__":

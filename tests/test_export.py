@@ -55,7 +55,8 @@ def trained_like(model: torch.nn.Module) -> torch.nn.Module:
                                           (15, 40, "learned", 1), (16, 200, "sign", 2)])
 def test_export_formulation_equals_the_layer(n, out, diag, k, folded, monkeypatch):
     """Real-arithmetic product == the FFT autograd Function, in both forms: folded (odd n2, n1 = 1 for a
-    prime n, several factors, block by block and, past PER_BLOCK_MAX blocks, all at once) and transforms (matrix DFTs, four-step splits, pruned outputs)."""
+    prime n, several factors, block by block and, past PER_BLOCK_MAX blocks, all at once) and transforms
+    (matrix DFTs, four-step splits, pruned outputs)."""
     if not folded:
         monkeypatch.setattr(circulant_export, "FOLDED_MAX_VALUES", 0)
     layer = CirculantLinear(n, out, bias=False, diag=diag, k_factor=k, dtype=torch.float64)

@@ -30,9 +30,9 @@ the rows: at 8192 points on one row (the DBoF FC, 1.1 M values) it is no faster 
 form, which therefore stays for the long layers (34 M values for the 65,536-point NetVLAD FC, which
 runs on one row per video). A layer of at most ``PER_BLOCK_MAX`` blocks runs its products block by
 block, so that a block's intermediates stay in cache (the DBoF projection at batch 1 holds 4.9 MB per
-step over its 8 blocks; block by block it took 9.0 ms instead of 10.9 in ONNX Runtime); with more
+step over its 8 blocks; block by block it took 10.4 ms instead of 11.5 in ONNX Runtime); with more
 blocks (the one-row layers of the mixtures of experts: 31 and 38) the graph nodes of one chain per
-block cost more than they save (0.85 ms against 0.57 for the gates).
+block cost more than they save (0.88 ms against 0.49 for the gates; bench_circulant_export.py).
 
 The weight spectra are computed in the graph from the first rows, so an artifact stores the same n
 values per factor as the checkpoint (ONNX Runtime folds those products into constants when it loads

@@ -34,7 +34,7 @@ from compactvid.models.classifiers import CLASSIFIERS, create_classifier
 from compactvid.models.compact import compact_layer
 from compactvid.models.report import Component
 
-__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding", "as_bags", "average_over_bags"]
+__all__ = ["CirculantDiagonalNetwork", "BaggedEmbedding", "as_bags", "average_over_bags", "bag_mean"]
 
 
 def as_bags(frames: Tensor, input_size: int) -> Tensor:
@@ -67,10 +67,14 @@ def average_over_bags(aggregation: nn.Module, bags: Tensor) -> Tensor:
                 pooled.add_(aggregation(bags[:, i]))
             pooled.div_(n_bags)
         return pooled
-    pooled = aggregation(bags.flatten(0, 1)).unflatten(0, bags.shape[:2])  # [batch, n_bags, size]
-    # The mean as a product: exported, ONNX Runtime's ReduceMean over a middle axis is several times
-    # slower than its matrix product (docs/benchmarks.md, "Export").
-    return (pooled.new_full((1, bags.shape[1]), 1.0 / bags.shape[1]) @ pooled).squeeze(1)
+    return bag_mean(aggregation(bags.flatten(0, 1)).unflatten(0, bags.shape[:2]))
+
+
+def bag_mean(pooled: Tensor) -> Tensor:
+    """``pooled [batch, n_bags, size]`` averaged over its bags: ``[batch, size]``."""
+    # As a product: exported, ONNX Runtime's ReduceMean over a middle axis is several times slower than
+    # its matrix product (docs/benchmarks.md, "Export").
+    return (pooled.new_full((1, pooled.shape[1]), 1.0 / pooled.shape[1]) @ pooled).squeeze(1)
 
 
 class BaggedEmbedding(nn.Module):
